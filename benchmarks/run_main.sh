@@ -15,18 +15,28 @@ $B --categories magnetic_tile   --image-size 128 --models rd,rd_var,stfpm --seed
 $B --categories mvtec_ad/bottle --image-size 256 --models rd,rd_var --seeds 3
 $B --categories magnetic_tile   --image-size 128 --models rd,rd_var --seeds 3
 $B --categories magnetic_tile   --image-size 128 --models dskd --seeds 1
+# (second session) DSKD seeds 1 and 2, the two categories in parallel:
+$B --categories mvtec_ad/bottle --image-size 256 --models dskd --seeds 3
+$B --categories magnetic_tile   --image-size 128 --models dskd --seeds 3
 # Training above shared the 2 cores between up to 4 processes, so its s/epoch are inflated.
 # Inference speed and memory were then re-measured alone on the quiet machine, 2 threads
 # (deleting bench.json re-measures a finished run without retraining it):
 find $OUT -name bench.json -delete
 B2="distillad benchmark --data $DATA --epochs 10 --out $OUT --threads 2 --no-plots"
 $B2 --categories mvtec_ad/bottle --image-size 256 --models rd,rd_var --seeds 3
-$B2 --categories mvtec_ad/bottle --image-size 256 --models stfpm,dskd --seeds 1
+$B2 --categories mvtec_ad/bottle --image-size 256 --models stfpm --seeds 1
+$B2 --categories mvtec_ad/bottle --image-size 256 --models dskd --seeds 3
 $B2 --categories magnetic_tile   --image-size 128 --models rd,rd_var --seeds 3
-$B2 --categories magnetic_tile   --image-size 128 --models stfpm,dskd --seeds 1
+$B2 --categories magnetic_tile   --image-size 128 --models stfpm --seeds 1
+$B2 --categories magnetic_tile   --image-size 128 --models dskd --seeds 3
 # aggregate everything finished (3 seeds where run, 1 otherwise), tables and plots:
 distillad benchmark --data "$DATA" --epochs 10 --out $OUT --threads 2 --report-only --models rd,rd_var,stfpm,dskd --seeds 3 \
     --categories mvtec_ad/bottle,magnetic_tile --image-size 256 --image-size-for magnetic_tile=128
 mkdir -p benchmarks/results/main
 cp $OUT/results.md $OUT/results.json benchmarks/results/main/
 cp -r $OUT/plots benchmarks/results/main/
+# paired comparisons over seeds (read results.json, train nothing):
+.venv/bin/python benchmarks/paired.py benchmarks/results/main/results.json rd rd_var --title "RD vs RD + variance loss" \
+    --note "$(sed -n '/^Verdict/,$p' benchmarks/results/rd_var_main.md)" > benchmarks/results/rd_var_main.md.new
+mv benchmarks/results/rd_var_main.md.new benchmarks/results/rd_var_main.md
+.venv/bin/python benchmarks/bench_dskd.py --part main   # → benchmarks/results/dskd_main.md
