@@ -34,7 +34,9 @@ distillad benchmark --data "$DATA" --epochs 10 --out $OUT --threads 2 --report-o
     --categories mvtec_ad/bottle,magnetic_tile --image-size 256 --image-size-for magnetic_tile=128
 mkdir -p benchmarks/results/main
 cp $OUT/results.md $OUT/results.json benchmarks/results/main/
-cp -r $OUT/plots benchmarks/results/main/
+rm -rf benchmarks/results/main/plots && cp -r $OUT/plots benchmarks/results/main/
+# the stacked strips (over 2 MB each) repeat the per-model ones, which are committed:
+rm -f benchmarks/results/main/plots/overlays_{magnetic_tile,mvtec_ad_bottle}.png
 # paired comparisons over seeds (read results.json, train nothing):
 .venv/bin/python benchmarks/paired.py benchmarks/results/main/results.json rd rd_var --title "RD vs RD + variance loss" \
     --note "$(sed -n '/^Verdict/,$p' benchmarks/results/rd_var_main.md)" > benchmarks/results/rd_var_main.md.new
