@@ -288,13 +288,14 @@ def part_ablation(args: argparse.Namespace, runs: Path, out: Path) -> str:
     if args.configs:  # a partial pass (parallel training): the last, full pass writes the table
         return f"trained {', '.join(c[0] for c in configs)}"
     # Table 9: the DS runs with fewer stages in the map (inference only)
-    for maps in ("M1", "M2", "M3", "all"):
-        res[f"maps {maps}"] = {}
-        for s in seeds:
-            model, spec = load_run(ds_runs[s], resolve_device(args.device))
-            d = spec["data"]
-            ds = AnomalyDataset(load_samples(d["path"], "test", d.get("category"), d.get("layout")),
-                                image_size=spec["image_size"])
+    map_sets = ("M1", "M2", "M3", "all")
+    res.update({f"maps {maps}": {} for maps in map_sets})
+    for s in seeds:
+        model, spec = load_run(ds_runs[s], resolve_device(args.device))
+        d = spec["data"]
+        ds = AnomalyDataset(load_samples(d["path"], "test", d.get("category"), d.get("layout")),
+                            image_size=spec["image_size"])
+        for maps in map_sets:
             model.maps = maps
             r = infer(model, ds, 16, str(next(model.parameters()).device), progress=False)
             res[f"maps {maps}"][s] = compute_metrics(r["labels"].numpy(), r["scores"].numpy(),
