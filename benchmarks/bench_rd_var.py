@@ -256,17 +256,12 @@ def ms(xs: list[float], digits: int = 2) -> str:
 
 def paired(rows: list[dict], dataset: str, key: str) -> tuple[float, float, float, int]:
     """Mean rd_var − rd difference over seeds, half-width of its 95 % t interval, p-value, n."""
-    from scipy import stats
+    from paired import paired_stats  # benchmarks/paired.py
+
     a = {r["seed"]: r[key] for r in rows if r["dataset"] == dataset and r["model"] == "rd"}
     b = {r["seed"]: r[key] for r in rows if r["dataset"] == dataset and r["model"] == "rd_var"}
-    d = [b[s] - a[s] for s in sorted(set(a) & set(b))]
-    if len(d) < 2:
-        return (d[0] if d else math.nan), math.nan, math.nan, len(d)
-    m, sd = statistics.mean(d), statistics.stdev(d)
-    se = sd / math.sqrt(len(d))
-    half = stats.t.ppf(0.975, len(d) - 1) * se
-    p = float(2 * stats.t.sf(abs(m) / se, len(d) - 1)) if se > 0 else (0.0 if m else 1.0)
-    return m, half, p, len(d)
+    st = paired_stats(a, b)
+    return st["diff"], st["half"], st["p"], int(st["n"])
 
 
 def render(res: dict[str, Any], meta: dict[str, Any]) -> str:
