@@ -186,25 +186,24 @@ def part_complexity(args: argparse.Namespace, out: Path) -> str:
 
 # --------------------------------------------------------------------------- training runs
 
-DATASETS = {"bottle": ("mvtec_ad", "bottle", 256), "magnetic_tile": ("magnetic_tile", None, 128)}
+def _size(args: argparse.Namespace) -> int:
+    """The ablation's image size: bottle at 256 px (64 px with --quick)."""
+    return 64 if args.quick else 256
 
 
-def run_one(args: argparse.Namespace, runs: Path, dataset: str, method: str, seed: int,
-            tag: str = "", **kw: Any) -> dict[str, float]:
-    """Train (or resume / reuse) and test one run; returns its metrics and training seconds."""
-    sub, category, size = DATASETS[dataset]
-    size = 64 if args.quick else size
-    run = runs / dataset / f"{method}{tag}" / f"seed{seed}"
+def run_one(args: argparse.Namespace, runs: Path, seed: int, tag: str = "", **kw: Any) -> dict[str, float]:
+    """Train (or resume / reuse) and test one DSKD setting on bottle; returns its metrics and training seconds."""
+    run = runs / "bottle" / f"dskd{tag}" / f"seed{seed}"
     metrics_file = run / "metrics.json"
     t0 = time.perf_counter()
-    spec = api.train(method, args.data / sub, run, category=category, epochs=args.epochs, batch_size=16,
-                     image_size=size, seed=seed, device=args.device, resume=True, progress=False,
+    spec = api.train("dskd", args.data / "mvtec_ad", run, category="bottle", epochs=args.epochs, batch_size=16,
+                     image_size=_size(args), seed=seed, device=args.device, resume=True, progress=False,
                      teacher=args.teacher, **kw)  # resume=True: a finished run returns at once
     if not metrics_file.exists() or metrics_file.stat().st_mtime < (run / "run.json").stat().st_mtime:
         api.test(run, device=args.device, progress=False, n_overlays=4)
     m = json.loads(metrics_file.read_text())["metrics"]
     m["train_s"] = sum(h["seconds"] for h in spec["history"])
-    print(f"{dataset:14s} {method}{tag:12s} seed {seed}: I {m['image_auroc']:.3f} P {m['pixel_auroc']:.3f} "
+    print(f"bottle dskd{tag:8s} seed {seed}: I {m['image_auroc']:.3f} P {m['pixel_auroc']:.3f} "
           f"PRO {m['aupro']:.3f} (train {m['train_s']:.0f} s; wall {time.perf_counter() - t0:.0f} s)", flush=True)
     return m
 
@@ -217,9 +216,8 @@ def _stat(values: list[float]) -> str:
 def _header(args: argparse.Namespace, what: str) -> list[str]:
     return [f"# {what} (benchmarks/bench_dskd.py)", "", f"Machine: {machine()}; torch threads {args.threads}.", "",
             f"Protocol: teacher {args.teacher} (ImageNet weights), {args.epochs} epochs, batch 16, last-epoch model, "
-            "each method's paper optimiser (DSKD Adam lr 0.001, RD Adam lr 0.005, betas (0.5, 0.999)); bottle "
-            f"{64 if args.quick else 256} px, magnetic tile {64 if args.quick else 128} px (fixed split of "
-            "shared/data/README.md); thresholds from the validation split of good training images; metrics in %: "
+            "DSKD's paper optimiser (Adam lr 0.001, betas (0.5, 0.999)); MVTec AD bottle at "
+            f"{_size(args)} px; thresholds from the validation split of good training images; metrics in %: "
             "I-AUROC, P-AUROC, AUPRO (FPR ≤ 0.3)."
             + (" **--quick: 1 epoch, 64 px, a smoke test only.**" if args.quick else ""),
             ""]
@@ -243,17 +241,16 @@ def part_main(args: argparse.Namespace, runs: Path, out: Path) -> str:
     return text
 
 
-def reuse_run(args: argparse.Namespace, run: Path, method: str, seed: int) -> Path:
+def reuse_run(args: argparse.Namespace, run: Path, seed: int) -> Path:
     """Check that a finished run made elsewhere (the main benchmark's DSKD runs) follows this protocol:
     same method, default settings but the teacher, epochs, batch 16, bottle at 256 px, same seed."""
     spec = json.loads((run / "run.json").read_text())
     d = spec["data"]
     folder = Path(d["path"]) / (d.get("category") or "")
     want_folder = (args.data / "mvtec_ad" / "bottle").resolve()
-    size = 64 if args.quick else 256
     got = (spec["method"], spec["model_kwargs"], spec["train"]["epochs"], spec["train"]["batch_size"],
            spec["train"]["image_size"], spec["train"]["seed"], folder.resolve(), spec.get("finished"))
-    want = (method, {"teacher": args.teacher}, args.epochs, 16, size, seed, want_folder, True)
+    want = ("dskd", {"teacher": args.teacher}, args.epochs, 16, _size(args), seed, want_folder, True)
     if got != want or not (run / "metrics.json").exists():
         sys.exit(f"--ds-runs: {run} is not a finished, tested run of this protocol (run: {got}; wanted: {want})")
     print(f"DS seed {seed}: reusing {run} (same protocol)", flush=True)
@@ -281,10 +278,10 @@ def part_ablation(args: argparse.Namespace, runs: Path, out: Path) -> str:
         res[name] = {}
         for s in seeds:
             if not tag and args.ds_runs is not None:
-                ds_runs[s] = reuse_run(args, args.ds_runs / f"seed{s}", "dskd", s)
+                ds_runs[s] = reuse_run(args, args.ds_runs / f"seed{s}", s)
                 res[name][s] = json.loads((ds_runs[s] / "metrics.json").read_text())["metrics"]
             else:
-                res[name][s] = run_one(args, runs, "bottle", "dskd", s, tag, **kw)
+                res[name][s] = run_one(args, runs, s, tag, **kw)
     if args.configs:  # a partial pass (parallel training): the last, full pass writes the table
         return f"trained {', '.join(c[0] for c in configs)}"
     # Table 9: the DS runs with fewer stages in the map (inference only)
