@@ -163,7 +163,7 @@ def step_timing(args: argparse.Namespace, dataset: str, batch_size: int = 16) ->
     for name, kw in (("rd", {}), ("rd_var", VAR)):
         seed_everything(0)
         m = create_model(name, **({"teacher": args.teacher, **kw} if args.teacher else kw)).to(dev).train()
-        models[name] = (m, m.configure_optimizer())
+        models[name] = (m, m.build_optimizer(m.trainable_parameters()))
 
     def sync() -> None:
         if dev.type == "cuda":

@@ -83,10 +83,22 @@ def test_existing_run_is_never_overwritten(trained_run, tiny_data):
     assert (trained_run / "model.safetensors").read_bytes() == before
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after(n_steps: int):
+    def hook(step, model):
+        if step.index + 1 >= n_steps:
+            raise _Interrupt
+    return hook
+
+
 def test_resume_continues_exactly(tiny_data, tmp_path):
-    """2 epochs in one go == 1 epoch, stop, resume for the 2nd (CPU, same seed)."""
+    """2 epochs in one go == 1 epoch, interrupted, resumed for the 2nd (CPU, same seed)."""
     api.train("rd", tiny_data, tmp_path / "straight", **SMALL)
-    api.train("rd", tiny_data, tmp_path / "resumed", stop_after_epoch=1, **SMALL)
+    with pytest.raises(_Interrupt):
+        api.train("rd", tiny_data, tmp_path / "resumed", on_step_end=_stop_after(1), **SMALL)
     with pytest.raises(CheckpointError, match="did not finish"):
         load_run(tmp_path / "resumed")
     api.train("rd", tiny_data, tmp_path / "resumed", resume=True, **SMALL)
@@ -96,4 +108,52 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+    assert [(json.loads(line)["phase"], json.loads(line)["epoch"]) for line in log] == [("train", 1), ("train", 2)]
+
+
+def test_run_pins_every_keyword_with_defaults(trained_run):
+    """run.json holds the full bound signature, not only the caller's keywords."""
+    import inspect
+
+    from distillad.registry import model_class
+    spec = read_json(trained_run / "run.json")
+    params = [p for p in inspect.signature(model_class("rd").__init__).parameters if p != "self"]
+    assert sorted(spec["model_kwargs"]) == sorted(params)
+    assert spec["model_kwargs"]["lr"] == 0.005 and spec["model_kwargs"]["teacher_weights"] == "random"
+
+
+def test_run_rebuilds_from_stored_keywords_not_current_defaults(trained_run, tmp_path, monkeypatch):
+    """A later change of a default must not change a model rebuilt from an old run."""
+    import inspect
+    import shutil
+
+    from distillad.models.rd import ReverseDistillation
+    run = tmp_path / "pinned"
+    shutil.copytree(trained_run, run)
+    sig = inspect.signature(ReverseDistillation.__init__)
+    changed = sig.replace(parameters=[p.replace(default=9.0) if p.name == "sigma" else p
+                                      for p in sig.parameters.values()])
+    monkeypatch.setattr(ReverseDistillation.__init__, "__signature__", changed, raising=False)
+    model, _ = load_run(run)
+    assert model.sigma == 4.0 and model.model_kwargs["sigma"] == 4.0
+
+
+def test_run_with_a_keyword_this_version_lacks_is_refused(trained_run, tmp_path):
+    import shutil
+    run = tmp_path / "future"
+    shutil.copytree(trained_run, run)
+    spec = read_json(run / "run.json")
+    spec["model_kwargs"]["warp_factor"] = 9
+    atomic_write_json(run / "run.json", spec)
+    with pytest.raises(CheckpointError, match="no keyword 'warp_factor'"):
+        load_run(run)
+
+
+def test_model_built_from_its_class_is_checkpointable(tmp_path):
+    """No create_model call: the instance itself records its registry name and full keywords."""
+    from distillad.checkpoint import write_run_spec
+    from distillad.models.rd import ReverseDistillation
+    m = ReverseDistillation(teacher_weights="random", sigma=2.0)
+    assert m.model_name == "rd" and m.model_kwargs["sigma"] == 2.0 and m.model_kwargs["lr"] == 0.005
+    spec = write_run_spec(tmp_path, m, {"image_size": 64}, {"path": "x"})
+    assert spec["model_kwargs"]["sigma"] == 2.0 and spec["method"] == "rd"

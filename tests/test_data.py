@@ -207,7 +207,7 @@ def test_folder_samples(tmp_path: Path) -> None:
     assert len(folder_samples(tmp_path / "ok", split="train", test_every=2)) == 2
     no_masks = folder_samples(tmp_path / "ok", bad)  # image-level labels only
     assert all(s.mask is None for s in no_masks)
-    assert not AnomalyDataset(no_masks, 8)[5]["has_mask"]
+    assert AnomalyDataset(no_masks, 8)[5]["mask"].sum() == 0  # image-level label only: no anomalous pixel
     with pytest.raises(DataError, match=r"scratch/a.jpg: anomalous image has no mask"):
         folder_samples(tmp_path / "ok", bad, tmp_path / "masks", "_gt")
     assert detect_layout(tmp_path / "ok") == "folder"

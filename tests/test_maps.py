@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from distillad.errors import ConfigError
 from distillad.maps import combine_maps, cosine_distance, gaussian_blur, max_score, normalized_l2_distance
 
 
@@ -34,7 +35,7 @@ def test_combine_modes_and_score():
     assert torch.allclose(combine_maps([a, b], (8, 8), "sum"), torch.full((1, 1, 8, 8), 5.0))
     assert torch.allclose(combine_maps([a, b], (8, 8), "product"), torch.full((1, 1, 8, 8), 6.0))
     assert torch.allclose(combine_maps([a, b], (8, 8), "mean"), torch.full((1, 1, 8, 8), 2.5))
-    with pytest.raises(ValueError, match="combine mode"):
+    with pytest.raises(ConfigError, match="combine must be one of 'sum', 'product', 'mean', got 'max'"):
         combine_maps([a], (8, 8), "max")
     m = torch.zeros(2, 1, 4, 4)
     m[1, 0, 2, 3] = 7

@@ -1,4 +1,7 @@
-"""Tests for distillad.metrics against sklearn and slow, obviously-correct reference implementations."""
+"""Tests for distillad.metrics against sklearn and slow, obviously-correct reference implementations.
+
+Only the comparisons with sklearn need scikit-learn (the ``sklearn_metrics`` fixture skips them
+when it is absent); the AUPRO, F1 and input tests run without it."""
 
 from __future__ import annotations
 
@@ -19,7 +22,11 @@ from distillad.metrics import (
     pixel_auroc,
 )
 
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+@pytest.fixture(scope="module")
+def sklearn_metrics():
+    """``sklearn.metrics``, or a skip of the test that asks for it."""
+    return pytest.importorskip("sklearn.metrics")
 
 
 # ----------------------------------------------------------------------------- references
@@ -93,14 +100,14 @@ def random_blob_data(seed: int, n: int = 6, size: int = 20, levels: int | None =
 
 # ----------------------------------------------------------------------------- AUROC
 @pytest.mark.parametrize("seed", range(4))
-def test_image_auroc_matches_sklearn_with_ties(seed):
+def test_image_auroc_matches_sklearn_with_ties(seed, sklearn_metrics):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 200)
     scores = rng.integers(0, 10, 200) + labels * rng.integers(0, 3, 200)  # heavy ties
     assert image_auroc(labels, scores) == pytest.approx(sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
 
 
-def test_pixel_auroc_matches_sklearn_with_ties():
+def test_pixel_auroc_matches_sklearn_with_ties(sklearn_metrics):
     masks, maps = random_blob_data(0, n=5, size=32, levels=8)
     expected = sklearn_metrics.roc_auc_score(masks.ravel(), maps.ravel())
     assert pixel_auroc(masks, maps) == pytest.approx(expected, abs=1e-12)
@@ -139,7 +146,7 @@ def test_bad_inputs_raise():
 
 # ----------------------------------------------------------------------------- F1-max
 @pytest.mark.parametrize("seed", range(5))
-def test_f1_max_matches_slow_loop_and_sklearn(seed):
+def test_f1_max_matches_slow_loop_and_sklearn(seed, sklearn_metrics):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 60)
     labels[0] = 1

@@ -32,19 +32,30 @@ def test_registry_lists_the_baselines():
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_one_training_step(name):
+def test_one_training_step_per_phase(name):
+    """Each declared phase: finite loss, a gradient for every parameter it trains and none elsewhere,
+    the teacher (BatchNorm statistics included) unchanged."""
+    from distillad.engine import _enter_phase
+    from distillad.phases import param_groups, validate_phases
     model = _make(name)
-    model.train()
+    phases = model.phases()
+    validate_phases(model, phases)
     teacher_state = {k: v.clone() for k, v in model.teacher.state_dict().items()}
-    losses = model.loss(_batch())
-    assert "loss" in losses and torch.isfinite(losses["loss"])
-    opt = model.configure_optimizer()
-    opt.zero_grad()
-    losses["loss"].backward()
-    missing = [n for n, p in model.named_parameters() if not n.startswith("teacher.") and p.grad is None]
-    assert not missing, f"trainable parameters without gradient: {missing[:5]}"
+    trainable = {id(p): p.requires_grad for p in model.parameters()}
+    for ph in phases:
+        _enter_phase(model, ph, trainable)
+        opt = (ph.optimizer or model.build_optimizer)(param_groups(model, ph, trainable))
+        losses = getattr(model, ph.loss)(_batch())
+        assert "loss" in losses and torch.isfinite(losses["loss"]), ph.name
+        opt.zero_grad()
+        losses["loss"].backward()
+        own = {id(p) for m in ph.modules for p in model.get_submodule(m).parameters()}
+        missing = [n for n, p in model.named_parameters() if id(p) in own and p.grad is None]
+        assert not missing, f"phase {ph.name}: trained parameters without gradient: {missing[:5]}"
+        leaked = [n for n, p in model.named_parameters() if id(p) not in own and p.grad is not None]
+        assert not leaked, f"phase {ph.name}: frozen parameters got a gradient: {leaked[:5]}"
+        opt.step()
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
-    opt.step()
     for k, v in model.teacher.state_dict().items():  # BatchNorm statistics included
         assert torch.equal(v, teacher_state[k]), f"teacher changed: {k}"
     names = {id(p) for p in model.trainable_parameters()}

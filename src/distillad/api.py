@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,34 +20,50 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, finish_run, load_
 from .data import AnomalyDataset, load_image, load_samples, train_val_split
 from .data.io import is_image_file
 from .engine import TrainConfig, calibrate, fit, infer, normalize_scores, resolve_device, seed_everything
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .metrics import compute_metrics
+from .synthesis.foreground import FOREGROUND_METHODS
 from .registry import create_model
-from .visualize import overlay, overlay_strip, plot_scores, save_png
+from .visualize import calibrated_colour_scale, overlay, overlay_strip, plot_scores, save_png
 
-__all__ = ["train", "test", "predict", "build_train_set"]
+__all__ = ["train", "test", "predict", "build_train_sets"]
 
 
-def build_train_set(model: Any, samples: Sequence[Any], image_size: int, seed: int) -> torch.utils.data.Dataset:
-    """Training dataset of good images; methods that learn from synthetic defects wrap it."""
-    ds = AnomalyDataset(samples, image_size=image_size)
-    if getattr(model, "needs_synthesis", False):
-        ds = model.synthetic_train_set(ds, seed=seed)
-    return ds
+def build_train_sets(model: Any, samples: Sequence[Any], image_size: int, seed: int, textures: Any = None,
+                     foreground: str | None = None) -> dict[str, torch.utils.data.Dataset]:
+    """The data the model's phases train on: ``normal`` good images, and ``synthetic`` (normal, anomalous,
+    mask) triplets made from them when a phase asks for it. ``textures``/``foreground``: data settings."""
+    normal = AnomalyDataset(samples, image_size=image_size)
+    sets: dict[str, torch.utils.data.Dataset] = {"normal": normal}
+    if model.needs_synthesis:
+        sets["synthetic"] = model.synthetic_train_set(normal, textures=textures, foreground=foreground, seed=seed)
+    return sets
 
 
 def train(model: str, data: str | Path, out: str | Path, category: str | None = None, layout: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
           device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
-          num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0,
-          stop_after_epoch: int | None = None, **model_kwargs: Any) -> dict[str, Any]:
-    """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json."""
+          num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
+          foreground: str | None = None, logger: str | None = None,
+          on_step_end: Callable[[Any, Any], None] | None = None, **model_kwargs: Any) -> dict[str, Any]:
+    """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json.
+
+    ``textures`` (a folder, e.g. DTD) and ``foreground`` (grabcut | otsu | none; None: the method's paper
+    setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
+    stored in run.json's ``data``. ``logger``: "tensorboard" or "mlflow" (off by default).
+    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data)."""
     out = Path(out)
+    if foreground is not None and foreground not in FOREGROUND_METHODS:
+        raise ConfigError(f"foreground must be one of {', '.join(FOREGROUND_METHODS)}, got {foreground!r}")
+    if textures is not None and not Path(textures).is_dir():
+        raise DataError(f"{textures}: texture folder not found")
+    resolve_device(device)  # a bad device fails before anything is written
     seed_everything(seed)
     net = create_model(model, **model_kwargs)
-    cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers, val_fraction).resolved(net)
+    cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers).resolved(net)
     data_spec = {"path": str(Path(data).resolve()), "category": category, "layout": layout,
-                 "val_fraction": val_fraction, "split_seed": split_seed}
+                 "val_fraction": val_fraction, "split_seed": split_seed,
+                 "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
     train_cfg = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                  "seed": seed, "k_sigma": k_sigma}
     samples = load_samples(data, "train", category, layout)
@@ -59,24 +75,55 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
         if not resume:
             raise CheckpointError(f"{out}: a run already exists here; pass --resume to continue it or "
                                   "choose another --out (nothing was overwritten)")
-        mine = {"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg, "data": data_spec}
+        mine = json.loads(json.dumps({"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg,
+                                      "data": data_spec}, default=str))
         theirs = {k: old.get(k) for k in mine}
-        if json.loads(json.dumps(mine)) != theirs:
+        if mine != theirs:
+            diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
+                          if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
             raise CheckpointError(f"{out}: --resume with different settings than the run was started with "
-                                  f"(run: {theirs}; now: {mine})")
+                                  f"(differs: {', '.join(diff) or 'method'})")
         if old.get("finished"):
             return old
     else:
         write_run_spec(out, net, train_cfg, data_spec)
-    train_set = build_train_set(net, train_s, cfg.image_size, seed)  # type: ignore[arg-type]
-    history = fit(net, train_set, cfg, out, resume=resume, progress=progress, stop_after_epoch=stop_after_epoch)
-    if stop_after_epoch is not None and len(history) < cfg.epochs:  # type: ignore[operator]
-        return read_run_spec(out)
+    sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
+    val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
+    track = None
+    if logger is not None:
+        from .tracking import make_logger
+        track = make_logger(logger, out)
+    hook = on_step_end
+    if track is not None and val_set is not None:
+        hook = _log_validation_overlays(track, val_set, device, on_step_end)
+    try:
+        history = fit(net, sets, cfg, out, resume=resume, progress=progress, logger=track, on_step_end=hook)
+    finally:
+        if track is not None:
+            track.close()
     calib: dict[str, Any] = {"n_val": 0}
-    if val_s:
-        res = infer(net, AnomalyDataset(val_s, image_size=cfg.image_size), cfg.batch_size, device, progress)  # type: ignore[arg-type]
+    if val_set is not None:
+        res = infer(net, val_set, cfg.batch_size, device, progress)  # type: ignore[arg-type]
         calib = calibrate(res["scores"], res["maps"], k_sigma)
     return finish_run(out, net, calib, history)
+
+
+def _log_validation_overlays(track: Any, val_set: AnomalyDataset, device: str,
+                             then: Callable[[Any, Any], None] | None, n: int = 4) -> Callable[[Any, Any], None]:
+    """Hook logging heat maps of the first ``n`` validation (good) images after every step, scaled by their own maps."""
+    def hook(step: Any, model: Any) -> None:
+        items = [val_set[i] for i in range(min(n, len(val_set)))]
+        with torch.no_grad():
+            maps, _ = model.to(resolve_device(device)).eval().predict(
+                torch.stack([it["image"] for it in items]).to(resolve_device(device)))
+        maps = maps[:, 0].float().cpu().numpy()
+        vmin, vmax = float(maps.min()), float(maps.max())
+        strip = overlay_strip([it["image"].numpy() for it in items], list(maps), vmin, vmax,
+                              titles=[Path(it["path"]).name for it in items])
+        track.log_image(f"{step.phase.name}/validation_overlays", strip, step.index + 1)
+        if then is not None:
+            then(step, model)
+    return hook
 
 
 def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | None, layout: str | None) -> AnomalyDataset:
@@ -134,21 +181,16 @@ def _write_scores_csv(path: Path, paths: Sequence[str], defects: Sequence[str], 
 
 
 def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], calib: dict[str, Any], n: int) -> None:
-    """Strip of the same test images for every method: the first good and defective images by path."""
-    if n <= 0:
+    """Strip of the same test images for every method (``visualize.strip_indices``: chosen by label,
+    defect type and path), coloured by the run's validation statistics, never by the test maps
+    (``visualize.overlay_strip_for_run``, the function the benchmark's strips use too)."""
+    from .visualize import overlay_strip_for_run, strip_indices
+
+    idx = strip_indices(ds.samples, n)
+    if not idx:
         return
-    labels = res["labels"].numpy()
-    good = [i for i in range(len(labels)) if labels[i] == 0][: max(1, n // 4)]
-    bad = [i for i in range(len(labels)) if labels[i] == 1]
-    step = max(1, len(bad) // max(1, n - len(good)))
-    idx = good + bad[::step][: n - len(good)]
-    maps = res["maps"]
-    vmin = float(calib.get("pixel_mean", maps.min()))
-    vmax = float(np.percentile(maps.numpy(), 99.9))
-    items = [ds[i] for i in idx]
-    strip = overlay_strip([it["image"].numpy() for it in items], [maps[i, 0].numpy() for i in idx], vmin, vmax,
-                          titles=[f"{it['defect']} {float(res['scores'][i]):.3g}" for it, i in zip(items, idx)],
-                          threshold=calib.get("pixel_threshold"), gt_masks=[it["mask"][0].numpy() for it in items])
+    strip = overlay_strip_for_run([ds[i] for i in idx], [res["maps"][i] for i in idx],
+                                  [float(res["scores"][i]) for i in idx], calib)
     save_png(path, strip)
 
 
@@ -185,8 +227,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, devi
     _write_scores_csv(out / "predictions.csv", [str(f) for f in files], [], None, scores, calib)
     rows = []
     thr, pthr = calib.get("image_threshold"), calib.get("pixel_threshold")
-    vmin = float(calib.get("pixel_mean", 0.0))
-    vmax = float(pthr * 2 - vmin) if pthr is not None else float(res["maps"].max())
+    vmin, vmax = calibrated_colour_scale(calib)  # the run's validation statistics, never these images
     for i, f in enumerate(files):
         name = f"{i:04d}_{f.stem}"
         amap = res["maps"][i, 0].numpy()

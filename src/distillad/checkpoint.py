@@ -6,9 +6,13 @@ A run folder holds
   and after training the calibration (thresholds from validation good images) and the
   SHA-256 of ``model.safetensors``;
 - ``model.safetensors``: the trained weights (all but the teacher, rebuilt from its verified file);
-- ``last.safetensors`` + ``trainer_state.json``: the state after the last finished epoch (resume);
-- ``train_log.jsonl``: one line per epoch.
-Nothing is ever unpickled: loading = ``create_model(method, **kwargs)`` + safetensors tensors.
+- ``last.safetensors`` + ``trainer_state.json``: the state after the last finished training step
+  (one pass of one phase): weights, every phase's optimiser, the phase and epoch reached (resume);
+- ``train_log.jsonl``: one line per step (phase, epoch, losses, seconds).
+``model_kwargs`` is the constructor's full keyword set with defaults applied, so a later change of
+a default never silently rebuilds a different model; a keyword the current code does not accept
+is refused, naming it. Nothing is ever unpickled: loading = the method's class rebuilt from its
+stored keywords + safetensors tensors.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from .errors import CheckpointError
 __all__ = [
     "FORMAT_VERSION", "atomic_write_bytes", "atomic_write_json", "read_json", "save_weights", "load_weights",
     "write_run_spec", "read_run_spec", "finish_run", "load_run", "save_training_state", "load_training_state",
-    "versions",
+    "versions", "append_jsonl", "model_from_spec",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: full model keywords, phase-aware trainer state
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -65,6 +69,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """Append one JSON line (a log; a torn last line is the only possible damage, and readers skip it)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -118,9 +128,13 @@ def write_run_spec(run_dir: str | Path, model: torch.nn.Module, train: dict[str,
                    data: dict[str, Any]) -> dict[str, Any]:
     """Record what is being trained, before training starts (so ``--resume`` can check it)."""
     teacher = model.teacher  # type: ignore[attr-defined]
+    name, kwargs = getattr(model, "model_name", None), getattr(model, "model_kwargs", None)
+    if name is None or kwargs is None:
+        raise CheckpointError(f"{type(model).__name__}: not a registered method (no model_name/model_kwargs); "
+                              "register its constructor with @register_model to checkpoint it")
     spec = {
         "format_version": FORMAT_VERSION, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "method": model.model_name, "model_kwargs": model.model_kwargs,  # type: ignore[attr-defined]
+        "method": name, "model_kwargs": json.loads(json.dumps(kwargs, default=_json_default)),
         "teacher": {"name": teacher.name, "weights_sha256": teacher.weights_sha256,
                     "out_indices": list(teacher.out_indices),
                     "mean": teacher.mean.flatten().tolist(), "std": teacher.std.flatten().tolist()},
@@ -161,14 +175,12 @@ def finish_run(run_dir: str | Path, model: torch.nn.Module, calibration: dict[st
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained model from its run folder: checks format, weights hash and teacher hash."""
-    from .registry import create_model
-
     run_dir = Path(run_dir)
     spec = read_run_spec(run_dir)
     if not spec.get("finished"):
         raise CheckpointError(f"{run_dir}: training did not finish; continue it with "
                               f"`distillad train --resume --out {run_dir} ...`")
-    model = create_model(spec["method"], **spec["model_kwargs"])
+    model = model_from_spec(spec, run_dir)
     got = model.teacher.weights_sha256  # type: ignore[attr-defined]
     if got != spec["teacher"]["weights_sha256"]:
         raise CheckpointError(f"{run_dir}: the teacher weights found now (SHA-256 {got}) are not the ones "
@@ -177,6 +189,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[t
     state = load_weights(run_dir / w.get("file", WEIGHTS_FILE), w.get("sha256"))
     _load_student(model, state, run_dir / WEIGHTS_FILE)
     return model.to(device).eval(), spec
+
+
+def model_from_spec(spec: dict[str, Any], run_dir: str | Path) -> torch.nn.Module:
+    """Rebuild exactly the model a run recorded: its method's class with the stored full keywords."""
+    from .errors import ConfigError
+    from .registry import rebuild_model
+    try:
+        return rebuild_model(spec["method"], dict(spec["model_kwargs"]))
+    except ConfigError as e:
+        raise CheckpointError(f"{Path(run_dir) / RUN_FILE}: cannot rebuild its model with this distillad: {e}") from None
 
 
 def _load_student(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
@@ -193,46 +215,60 @@ def _load_student(model: torch.nn.Module, state: dict[str, torch.Tensor], where:
 
 # ------------------------------------------------------------------------- resume
 
-def save_training_state(run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        epoch: int, history: list[dict[str, float]]) -> None:
-    """Model and optimiser tensors to ``last.safetensors``, the rest to ``trainer_state.json``."""
+def save_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+                        step: Any, history: list[dict[str, Any]]) -> None:
+    """Model and every phase's optimiser tensors to ``last.safetensors``, the rest to ``trainer_state.json``.
+
+    ``step``: the ``phases.Step`` just finished (its index, phase and epoch are recorded)."""
     run_dir = Path(run_dir)
     tensors = {f"model.{k}": v for k, v in model.student_state_dict().items()}  # type: ignore[operator]
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in opt["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{k}"] = v
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
+    optim_json: dict[str, Any] = {}
+    for phase, optimizer in optimizers.items():
+        opt = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, st in opt["state"].items():
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim.{phase}.{idx}.{k}"] = v
+                else:
+                    scalars.setdefault(str(idx), {})[k] = v
+        optim_json[phase] = {"param_groups": opt["param_groups"], "scalars": scalars}
     sha = save_weights(run_dir / "last.safetensors", tensors)
     atomic_write_json(run_dir / "trainer_state.json", {
-        "format_version": FORMAT_VERSION, "epoch": epoch, "history": history, "sha256": sha,
-        "param_groups": opt["param_groups"], "optim_scalars": scalars})
+        "format_version": FORMAT_VERSION, "step": step.index + 1, "phase": step.phase.name,
+        "phase_epoch": step.epoch + 1, "history": history, "sha256": sha, "optimizers": optim_json})
 
 
 def load_training_state(run_dir: str | Path, model: torch.nn.Module,
-                        optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """Restore the last finished epoch's state into ``model``/``optimizer``; None if there is none."""
+                        optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any] | None:
+    """Restore the last finished step's state into ``model`` and ``optimizers``; None if there is none.
+
+    Returns {"step": number of finished steps, "history": log rows}."""
     run_dir = Path(run_dir)
     path = run_dir / "trainer_state.json"
     if not path.is_file():
         return None
     st = read_json(path)
     if st.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by an incompatible distillad version")
+        raise CheckpointError(f"{path}: written by an incompatible distillad version (trainer state format "
+                              f"{st.get('format_version')}, this version reads {FORMAT_VERSION})")
+    saved = st.get("optimizers")
+    if not isinstance(saved, dict) or set(saved) != set(optimizers):
+        raise CheckpointError(f"{path}: saved for phases {sorted(saved or {})}, but the model declares "
+                              f"{sorted(optimizers)}")
     tensors = load_weights(run_dir / "last.safetensors", st.get("sha256"))
     _load_student(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, run_dir / "last.safetensors")
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    for idx, sc in st.get("optim_scalars", {}).items():
-        state.setdefault(int(idx), {}).update(sc)
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": st["param_groups"]})
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: optimiser state does not fit this model ({e})") from None
-    return {"epoch": int(st["epoch"]), "history": list(st.get("history", []))}
+    for phase, optimizer in optimizers.items():
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"optim.{phase}."
+        for k, v in tensors.items():
+            if k.startswith(prefix):
+                idx, name = k[len(prefix):].split(".", 1)
+                state.setdefault(int(idx), {})[name] = v
+        for idx, sc in saved[phase].get("scalars", {}).items():
+            state.setdefault(int(idx), {}).update(sc)
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": saved[phase]["param_groups"]})
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: optimiser state of phase {phase!r} does not fit this model ({e})") from None
+    return {"step": int(st["step"]), "history": list(st.get("history", []))}

@@ -1,59 +1,111 @@
 """Command line: ``distillad train | test | predict | demo | benchmark | synth-preview | export``.
 
 Flags map 1:1 to keywords: ``--epochs`` is ``train(epochs=)``; a method's own keywords
-(``--teacher``, ``--lr``, ``--sigma`` ...) are read from its constructor's signature after
-``--model`` is known, so ``distillad train --model rd --help`` lists them. Unknown flags
-are errors. Bad input ends with one line naming the file and the problem, no stack trace.
+(``--teacher``, ``--lr``, ``--sigma`` ...) are read from its constructor's signature and typed
+from its hints after ``--model`` is known, so ``distillad train --model rd --help`` lists them:
+bool → ``--x/--no-x``, Literal → choices, ``tuple[float, float]`` → two values, ``tuple[int, ...]``
+→ one or more; where the hint allows None the value ``none`` means None (``--dfe-blocks none``).
+``train --print-config`` writes the whole run as YAML; ``train --config FILE`` runs such a file,
+flags given with it overriding it (``distillad.config``). Unknown flags are errors. Bad input
+ends with one line naming the flag or file and the problem, no stack trace.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys
-import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from .config import (FLAG_PATHS, FOREGROUNDS, LOGGERS, Param, config_from_args, dump_config, load_config,
+                     model_params, peek_model, train_kwargs)
 from .errors import DistilladError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "parse_args", "parse_train_config"]
 
 
-def _model_signature(name: str) -> inspect.Signature:
-    from .registry import model_entrypoint
-    fn = model_entrypoint(name)
-    sig = inspect.signature(fn)
-    if all(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        cls = typing.get_type_hints(fn).get("return")
-        if cls is not None:
-            sig = inspect.signature(cls.__init__)
-            sig = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "self"])
-    return sig
+_NONE = "none"
 
 
-def _add_model_flags(parser: argparse.ArgumentParser, name: str) -> list[str]:
-    """One flag per constructor keyword of model ``name``; returns the keyword names."""
+def _convert(kind: str, nullable: bool, choices: tuple[Any, ...] = ()) -> Callable[[str], Any]:
+    """argparse ``type=`` for one value of ``kind``; ``none`` means None where the hint allows None
+    (unless "none" is itself one of the choices). Its ``__name__`` shows in argparse's messages."""
+    base = {"int": int, "float": float, "str": str}.get(kind)
+
+    def conv(s: str) -> Any:
+        if nullable and s.lower() == _NONE and _NONE not in [str(c) for c in choices]:
+            return None
+        if kind == "choice":
+            for c in choices:
+                if str(c) == s:
+                    return c
+            raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(map(str, choices))})")
+        if kind == "bool":
+            if s.lower() in ("true", "yes", "1"):
+                return True
+            if s.lower() in ("false", "no", "0"):
+                return False
+            raise ValueError(s)
+        return base(s)  # type: ignore[misc]
+
+    conv.__name__ = kind + (" or none" if nullable else "")
+    return conv
+
+
+def _metavar(p: Param) -> str | None:
+    extra = [_NONE] if p.nullable and _NONE not in [str(c) for c in p.choices] else []
+    if p.kind == "choice":
+        return "{" + ",".join([*map(str, p.choices), *extra]) + "}"
+    if p.kind == "tuple":
+        return None
+    return p.kind.upper() + ("|none" if p.nullable else "")
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, name: str) -> dict[str, Param]:
+    """One flag per constructor keyword of model ``name``, typed from its hints; returns dest → Param.
+
+    bool → ``--x/--no-x``; Literal → choices; tuple[float, float] → 2 values; tuple[int, ...] and
+    Sequence[int] → 1 or more; a hint that allows None also accepts the value ``none``.
+    """
     group = parser.add_argument_group(f"{name} options (defaults: the paper's)")
-    keys = []
-    for p in _model_signature(name).parameters.values():
-        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+    out: dict[str, Param] = {}
+    for p in model_params(name):
+        if p.kind == "any":  # not expressible on a command line (a class, a dict ...): config file only
             continue
-        flag = "--" + p.name.replace("_", "-")
-        d = p.default
-        kw: dict[str, Any] = {"dest": f"model__{p.name}", "default": argparse.SUPPRESS,
-                              "help": f"default: {d!r}"}
-        if isinstance(d, bool):
+        dest = f"model__{p.name}"
+        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": f"default: {p.default!r}"}
+        if p.kind == "bool" and not p.nullable:
             kw["action"] = argparse.BooleanOptionalAction
-        elif isinstance(d, (tuple, list)):
-            kw.update(nargs=len(d) if d else "+", type=type(d[0]) if d else str)
-        elif isinstance(d, (int, float)):
-            kw["type"] = type(d)
-        group.add_argument(flag, **kw)
-        keys.append(p.name)
-    return keys
+        elif p.kind == "tuple":
+            n = len(p.items)
+            kw.update(nargs="+" if p.variadic or p.nullable else n, type=str,
+                      metavar=tuple(k.upper() for k in p.items) if not (p.variadic or p.nullable) else
+                      p.items[0].upper() if p.variadic else "VALUE")
+            kw["help"] += (f"; {n} values" if not p.variadic else "; 1 or more values") + \
+                ("; or none" if p.nullable else "")
+        else:
+            kw.update(type=_convert(p.kind, p.nullable, p.choices), metavar=_metavar(p))
+        group.add_argument("--" + p.name.replace("_", "-"), **kw)
+        out[dest] = p
+    return out
+
+
+def _tuple_value(p: Param, values: list[str]) -> tuple[Any, ...] | None:
+    """nargs strings → the hinted tuple (None for a lone ``none``); ValueError says what is wrong."""
+    if p.nullable and [v.lower() for v in values] == [_NONE]:
+        return None
+    if not p.variadic and len(values) != len(p.items):
+        raise ValueError(f"expected {len(p.items)} values, got {len(values)}")
+    kinds = p.items * len(values) if p.variadic else p.items
+    out = []
+    for v, k in zip(values, kinds):
+        try:
+            out.append(_convert(k, False)(v))
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"invalid {k} value: {v!r}") from None
+    return tuple(out)
 
 
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
@@ -62,23 +114,39 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show stack traces")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a method on good images into a run folder")
-    t.add_argument("--model", required=True, help="method name (see `distillad models`)")
-    t.add_argument("--data", required=True, help="dataset root or category folder")
-    t.add_argument("--category", help="category inside the dataset root (MVTec AD, VisA, ...)")
-    t.add_argument("--layout", help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, folder")
-    t.add_argument("--out", required=True, help="run folder to create (or continue with --resume)")
-    t.add_argument("--epochs", type=int, help="default: the method's paper setting")
-    t.add_argument("--batch-size", type=int, help="default: the method's paper setting")
-    t.add_argument("--image-size", type=int, help="default: the method's paper setting")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="good training images held out for thresholds")
-    t.add_argument("--k-sigma", type=float, default=3.0, help="threshold = mean + k·std of validation scores")
-    t.add_argument("--num-workers", type=int, default=0)
+    t = sub.add_parser("train", help="train a method on good images into a run folder", allow_abbrev=False,
+                       description="Flags override --config; unset ones are the method's paper settings.")
+    S = argparse.SUPPRESS  # unset flags stay unset, so a --config file's values show through
+    t.add_argument("--config", help="YAML file of a run (see --print-config); flags given here override it")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the full configuration as YAML and exit without training")
+    t.add_argument("--model", default=S, help="method name (see `distillad models`)")
+    t.add_argument("--data", default=S, help="dataset root or category folder")
+    t.add_argument("--category", default=S, help="category inside the dataset root (MVTec AD, VisA, ...)")
+    t.add_argument("--layout", default=S,
+                   help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, folder")
+    t.add_argument("--out", default=S, help="run folder to create (or continue with --resume)")
+    t.add_argument("--epochs", type=int, default=S, help="default: the method's paper setting")
+    t.add_argument("--batch-size", type=int, default=S, help="default: the method's paper setting")
+    t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
+    t.add_argument("--seed", type=int, default=S, help="default: 0")
+    t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1 ...")
+    t.add_argument("--val-fraction", type=float, default=S,
+                   help="good training images held out for thresholds (default: 0.1)")
+    t.add_argument("--split-seed", type=int, default=S, help="seed of the train/validation split (default: 0)")
+    t.add_argument("--k-sigma", type=float, default=S,
+                   help="threshold = mean + k·std of validation scores (default: 3.0)")
+    t.add_argument("--num-workers", type=int, default=S, help="default: 0")
+    t.add_argument("--textures", default=S,
+                   help="folder of texture images (e.g. DTD) for synthetic anomalies; default: none")
+    t.add_argument("--foreground", choices=FOREGROUNDS, default=S,
+                   help="foreground masks for synthetic anomalies; default: the method's paper preset")
+    t.add_argument("--logger", choices=LOGGERS, default=S,
+                   help="log losses and validation overlays into the run folder (default: off)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.set_defaults(_parser=t, _model_params={})
     if model is not None:
-        _add_model_flags(t, model)
+        t.set_defaults(_model_params=_add_model_flags(t, model))
 
     e = sub.add_parser("test", help="evaluate a run on its dataset's test split")
     e.add_argument("--run", required=True)
@@ -109,7 +177,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=8)
     s.add_argument("--image-size", type=int, default=256)
     s.add_argument("--textures", help="folder of texture images (e.g. DTD); default: no external data")
-    s.add_argument("--foreground", default="grabcut", help="grabcut, otsu or none")
+    s.add_argument("--foreground", default="grabcut", choices=FOREGROUNDS)
     s.add_argument("--seed", type=int, default=0)
 
     m = sub.add_parser("models", help="list the methods")
@@ -131,36 +199,87 @@ def _version() -> str:
     return f"distillad {__version__}"
 
 
-def _model_from_argv(argv: Sequence[str]) -> str | None:
-    if not argv or argv[0] != "train":
-        return None
-    for i, a in enumerate(argv):
-        if a == "--model" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--model="):
-            return a.split("=", 1)[1]
-    return None
+def _scan(argv: Sequence[str]) -> tuple[str | None, str | None, str | None]:
+    """(verb, --model, --config) of a command line, before argparse knows the method's flags.
+
+    Global flags (-v, --verbose, --version, -h) take no value, so the verb is the first word
+    that is not a flag; ``--model X`` and ``--model=X`` after it count, the last one winning.
+    """
+    i = next((j for j, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    if i == len(argv):
+        return None, None, None
+    found: dict[str, str] = {}
+    rest = list(argv[i + 1:])
+    for j, a in enumerate(rest):
+        if a == "--":
+            break
+        for name in ("--model", "--config"):
+            if a == name and j + 1 < len(rest):
+                found[name] = rest[j + 1]
+            elif a.startswith(name + "="):
+                found[name] = a.split("=", 1)[1]
+    return argv[i], found.get("--model"), found.get("--config")
+
+
+def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed train flags (+ ``--config`` file) → the full config (see ``distillad.config``)."""
+    parser: argparse.ArgumentParser = args._parser
+    given = {k: v for k, v in vars(args).items() if k in FLAG_PATHS}
+    model_kwargs: dict[str, Any] = {}
+    for dest, p in args._model_params.items():
+        if hasattr(args, dest):
+            v = getattr(args, dest)
+            if p.kind == "tuple":
+                try:
+                    v = _tuple_value(p, v)
+                except ValueError as e:
+                    parser.error(f"argument --{p.name.replace('_', '-')}: {e}")
+            model_kwargs[p.name] = v
+    base: dict[str, Any] = {}
+    if args.config:
+        base = load_config(args.config, given.get("model"))
+    else:
+        missing = [f"--{k}" for k in ("model", "data", "out") if k not in given]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)} (or give --config FILE)")
+    model = given.pop("model", None) or base.get("model")
+    source = f"{args.config} + command line" if args.config else "command line"
+    return config_from_args(model, given, model_kwargs, base, source=source)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """argv → namespace, with the flags of the method that ``--model`` (or the ``--config`` file) names."""
+    argv = list(argv)
+    verb, model, config_file = _scan(argv)
+    if verb == "train" and model is None and config_file:
+        model = peek_model(config_file)
+    return build_parser(model if verb == "train" else None).parse_args(argv)
+
+
+def parse_train_config(argv: Sequence[str]) -> dict[str, Any]:
+    """The full config a ``train ...`` command line means, without training (tests, --print-config)."""
+    args = parse_args(argv)
+    if args.command != "train":
+        raise ValueError(f"not a train command line: {list(argv)}")
+    return _train_config(args)
 
 
 def run(argv: Sequence[str]) -> int:
-    argv = list(argv)
-    model = _model_from_argv(argv)
-    args = build_parser(model).parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    from . import api
     if args.command == "train":
-        model_kwargs = {k[7:]: v for k, v in vars(args).items() if k.startswith("model__")}
-        for k in ("betas", "out_indices"):
-            if k in model_kwargs:
-                model_kwargs[k] = tuple(model_kwargs[k])
-        spec = api.train(args.model, args.data, args.out, category=args.category, layout=args.layout,
-                         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-                         seed=args.seed, device=args.device, val_fraction=args.val_fraction,
-                         resume=args.resume, num_workers=args.num_workers, k_sigma=args.k_sigma, **model_kwargs)
+        cfg = _train_config(args)
+        if args.print_config:
+            sys.stdout.write(dump_config(cfg))
+            return 0
+        from . import api
+        spec = api.train(**train_kwargs(cfg), resume=args.resume)
         cal = spec.get("calibration", {})
-        print(f"trained {spec['method']} for {len(spec.get('history', []))} epochs → {args.out}"
+        print(f"trained {spec['method']} for {len(spec.get('history', []))} epochs → {cfg['out']}"
               f" (threshold {cal.get('image_threshold', float('nan')):.4g} from {cal.get('n_val', 0)} validation images)")
-    elif args.command == "test":
+        return 0
+    from . import api
+    if args.command == "test":
         out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size)
         _print_metrics(out["metrics"])
         print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png")

@@ -1,9 +1,11 @@
-"""One training loop and one inference loop for every method: plain loops, a progress bar,
-a per-epoch log, resumable, deterministic on CPU for a given seed.
+"""One training loop and one inference loop for every method: plain loops over a method's
+declared phases (``distillad.phases``), a progress bar, a per-pass log, resumable, deterministic
+on CPU for a given seed.
 
-Determinism: the model is built after ``seed_everything(seed)``, and every epoch reseeds
-its own shuffling and synthesis from ``(seed, epoch)``, so a run resumed after epoch k
-continues exactly as an uninterrupted one would.
+Determinism: the model is built after ``seed_everything(seed)``, and every step (one pass of one
+phase over its data) reseeds its own shuffling and synthesis from ``(seed, step index)``, so a
+run resumed after step k continues exactly as an uninterrupted one would. For a single-phase
+method the step index is the epoch.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import load_training_state, save_training_state
+from .checkpoint import append_jsonl, atomic_write_bytes, load_training_state, save_training_state
+from .errors import ConfigError
 from .models._base import DistillationModel
+from .phases import Phase, Step, param_groups, plan, validate_phases
 
 __all__ = ["TrainConfig", "seed_everything", "resolve_device", "fit", "infer", "calibrate", "normalize_scores"]
-
 
 @dataclass
 class TrainConfig:
@@ -38,7 +42,6 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    val_fraction: float = 0.1
 
     def resolved(self, model: DistillationModel) -> "TrainConfig":
         d = dict(model.train_defaults)
@@ -56,10 +59,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a bad or unavailable device is a ``ConfigError``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device name (examples: auto, cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
+    return dev
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -71,67 +81,123 @@ def _progress(total: int, desc: str, enabled: bool | None) -> tqdm:
     return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, disable=disable, leave=True)
 
 
-def fit(model: DistillationModel, train_set: Dataset, cfg: TrainConfig, run_dir: str | Path | None = None,
-        resume: bool = False, progress: bool | None = None,
-        stop_after_epoch: int | None = None) -> list[dict[str, float]]:
-    """Train ``model`` on ``train_set`` for ``cfg.epochs``; returns the per-epoch log.
+def _datasets(model: DistillationModel, data: Dataset | Mapping[str, Dataset],
+              phases: list[Phase]) -> dict[str, Dataset]:
+    sets = dict(data) if isinstance(data, Mapping) else {"normal": data}
+    for ph in phases:
+        if ph.data not in sets:
+            raise ConfigError(f"phase {ph.name!r} of {type(model).__name__} trains on {ph.data!r} data, "
+                              f"but fit() was given only {sorted(sets)}")
+    return sets
 
-    With ``run_dir`` the state is saved atomically after every epoch (``last.safetensors``
-    + ``trainer_state.json``) and the log appended to ``train_log.jsonl``; ``resume``
-    continues from the last finished epoch. ``stop_after_epoch`` ends early (tests of resume).
+
+def _enter_phase(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) -> None:
+    """Train ``phase.modules``; freeze everything else: no gradient, eval mode (BatchNorm statistics fixed)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+        p.grad = None  # no stale gradient from an earlier phase
+    for m in phase.modules:
+        mod = model.get_submodule(m)
+        mod.train()
+        for p in mod.parameters():
+            p.requires_grad_(trainable[id(p)])
+
+
+def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: TrainConfig,
+        run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
+        logger: Any = None, on_step_end: Callable[[Step, DistillationModel], None] | None = None,
+        ) -> list[dict[str, Any]]:
+    """Train ``model`` through its declared phases for ``cfg.epochs``; returns the per-step log.
+
+    ``data``: the normal training set, or {"normal": ..., "synthetic": ...} for methods with synthetic
+    phases. With ``run_dir`` the state (weights, every phase's optimiser, the step reached) is saved
+    atomically after every step and the log appended to ``train_log.jsonl``; ``resume`` continues
+    from the last finished step. ``logger`` (``distillad.tracking``) receives every step's losses;
+    ``on_step_end(step, model)`` runs after each step's state is saved.
     """
     cfg = cfg.resolved(model)
     device = resolve_device(cfg.device)
     model.to(device)
-    optimizer = model.configure_optimizer()
-    history: list[dict[str, float]] = []
+    phases = model.phases()
+    validate_phases(model, phases)
+    sets = _datasets(model, data, phases)
+    steps = plan(phases, cfg.epochs)  # type: ignore[arg-type]
+    trainable = {id(p): p.requires_grad for p in model.parameters()}
+    optimizers = {ph.name: (ph.optimizer or model.build_optimizer)(param_groups(model, ph, trainable))
+                  for ph in phases}
+    history: list[dict[str, Any]] = []
     start = 0
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            state = load_training_state(run_dir, model, optimizer)
+            state = load_training_state(run_dir, model, optimizers)
             if state is not None:
-                start, history = state["epoch"], state["history"]
-    n_batches = math.ceil(len(train_set) / cfg.batch_size)  # type: ignore[arg-type]
-    bar = _progress(n_batches * (cfg.epochs - start), f"train {getattr(model, 'model_name', '')}", progress)
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)  # type: ignore[attr-defined]
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                            num_workers=cfg.num_workers, drop_last=len(train_set) % cfg.batch_size == 1)  # type: ignore[arg-type]
-        model.train()
-        sums: dict[str, float] = {}
-        count = 0
-        for batch in loader:
-            losses = model.loss(_to(batch, device))
-            if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"loss became {losses['loss'].item()} at epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            n = len(batch["image"])
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            count += n
-            bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
-            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
-            bar.update(1)
-        row = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()},
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if run_dir is not None:
-            with open(run_dir / "train_log.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_training_state(run_dir, model, optimizer, epoch + 1, history)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    bar.close()
-    model.eval()
+                start, history = state["step"], state["history"]
+                # the log is rewritten from the saved state, so it holds each finished step exactly once
+                atomic_write_bytes(run_dir / "train_log.jsonl",
+                                   "".join(json.dumps(r) + "\n" for r in history).encode())
+    sizes = {ph.name: ph.batch_size or cfg.batch_size for ph in phases}
+    per_step = [math.ceil(len(sets[s.phase.data]) / sizes[s.phase.name]) for s in steps]  # type: ignore[arg-type]
+    offsets = np.cumsum([0] + per_step).tolist()  # global batch index of each step's first batch (logger x-axis)
+    bar = _progress(sum(per_step[start:]), f"train {model.model_name or type(model).__name__}", progress)
+    try:
+        for step in steps[start:]:
+            row = _run_step(model, step, sets[step.phase.data], sizes[step.phase.name], optimizers[step.phase.name],
+                            trainable, cfg, device, bar, logger, len(steps) > cfg.epochs,
+                            offsets[step.index])  # type: ignore[operator]
+            history.append(row)
+            if run_dir is not None:  # state first: a kill between the two loses a log line, never a step
+                save_training_state(run_dir, model, optimizers, step, history)
+                append_jsonl(run_dir / "train_log.jsonl", row)
+            if on_step_end is not None:
+                on_step_end(step, model)
+    finally:
+        bar.close()
+        for p in model.parameters():
+            p.requires_grad_(trainable[id(p)])
+        model.eval()
     return history
+
+
+def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: int, optimizer: torch.optim.Optimizer,
+              trainable: Mapping[int, bool], cfg: TrainConfig, device: torch.device, bar: tqdm, logger: Any,
+              show_phase: bool, first_batch: int) -> dict[str, Any]:
+    """One pass of ``step.phase`` over ``data``, reseeded from (seed, step index); returns its log row."""
+    ph = step.phase
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step.index)
+    torch.manual_seed(cfg.seed * 1_000_003 + step.index + 1)
+    if hasattr(data, "set_epoch"):
+        data.set_epoch(step.index)  # type: ignore[attr-defined]
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers,
+                        drop_last=len(data) % batch_size == 1)  # type: ignore[arg-type]
+    _enter_phase(model, ph, trainable)
+    loss_fn = getattr(model, ph.loss)
+    sums: dict[str, float] = {}
+    count = 0
+    label = f"{ph.name} {step.epoch + 1}/{step.total}" if show_phase else f"epoch {step.epoch + 1}/{step.total}"
+    for i, batch in enumerate(loader):
+        losses = loss_fn(_to(batch, device))
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"phase {ph.name!r}: loss became {losses['loss'].item()} "
+                                     f"at epoch {step.epoch + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        n = len(batch["image"])
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        count += n
+        if logger is not None:
+            logger.log_scalars(values, step=first_batch + i, prefix=f"{ph.name}/")
+        bar.set_description(label)
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+        bar.update(1)
+    return {"phase": ph.name, "epoch": step.epoch + 1, "step": step.index + 1,
+            **{k: v / max(count, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()

@@ -1,22 +1,27 @@
 """Building blocks shared by two or more methods: ResNet blocks, their transposed (de-)versions,
-RD's one-class bottleneck embedding (OCBE) and a reverse decoder that mirrors a teacher.
+RD's one-class bottleneck embedding (OCBE), a reverse decoder that mirrors a teacher, the table
+of reference layouts for both (``reverse_layout``) and the student-to-teacher size match.
 
 Follows the layout of the RD4AD reference code (hq-deng/RD4AD, ``resnet.py`` and
 ``de_resnet.py``) so that for ResNet teachers the parameter counts are the reference's.
 One difference: the reference's ``BN_layer`` also builds ``conv4``/``bn4`` (a 1×1 conv,
 8.4 M parameters for WideResNet50-2) that its forward never calls; we omit it.
+Users: ``rd`` (and ``rd_var``) and ``dskd``, whose deep feature embedding (DSKD Sec. 3.2, Fig. 4)
+is RD's OCBE (``OCBE(fuse=False)`` is its DFE-off ablation, Table 8).
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Type
+from dataclasses import dataclass
+from typing import Sequence, Type, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = [
     "conv1x1", "conv3x3", "deconv2x2", "BasicBlock", "Bottleneck", "DeBasicBlock", "DeBottleneck",
-    "OCBE", "ReverseDecoder", "ConvBNAct",
+    "OCBE", "ReverseDecoder", "ConvBNAct", "ReverseLayout", "reverse_layout", "match_sizes",
 ]
 
 
@@ -114,7 +119,7 @@ class DeBottleneck(Bottleneck):
             self.conv2 = deconv2x2(width, width)  # type: ignore[assignment]
 
 
-Block = Type[BasicBlock]
+Block = Union[Type[BasicBlock], Type[Bottleneck]]
 
 
 def make_stage(block: Block, cin: int, planes: int, n: int, stride: int, base_width: int = 64,
@@ -136,26 +141,36 @@ class OCBE(nn.Module):
     """RD's one-class bottleneck embedding: fuse three teacher stages into one compact code.
 
     Stage 1 goes through two stride-2 3×3 conv-BN-ReLU, stage 2 through one, they are
-    concatenated with stage 3 and a stride-2 residual stage (``bn_layer``) compresses them.
+    concatenated with stage 3 and a stride-2 residual stage (``bn_layer``: ``n_blocks`` blocks,
+    the first with a 1×1-conv shortcut) compresses them to ``planes·expansion`` (default 2·c3).
     features [(B,c1,4h,4w), (B,c2,2h,2w), (B,c3,h,w)] → (B, planes·expansion, h/2, w/2).
+
+    DSKD's deep feature embedding (Sec. 3.2, Fig. 4) is this module. ``fuse=False`` is its
+    ablation (Table 8, "directly down-sampled"): no fusion convs, the residual stage sees stage 3
+    alone. Modules are created in the reference's order (conv1, bn1, conv2, bn2, conv3, bn3,
+    bn_layer), so a seed gives the same initial weights as RD4AD's ``BN_layer``.
     """
 
     def __init__(self, channels: Sequence[int], block: Block = BasicBlock, n_blocks: int = 2,
-                 planes: int | None = None, base_width: int = 64) -> None:
+                 planes: int | None = None, base_width: int = 64, *, fuse: bool = True) -> None:
         super().__init__()
         c1, c2, c3 = channels
         planes = planes if planes is not None else 2 * c3 // block.expansion
-        self.conv1 = conv3x3(c1, c2, 2)
-        self.bn1 = nn.BatchNorm2d(c2)
-        self.conv2 = conv3x3(c2, c3, 2)
-        self.bn2 = nn.BatchNorm2d(c3)
-        self.conv3 = conv3x3(c2, c3, 2)
-        self.bn3 = nn.BatchNorm2d(c3)
+        self.fuse = fuse
+        if fuse:
+            self.conv1 = conv3x3(c1, c2, 2)
+            self.bn1 = nn.BatchNorm2d(c2)
+            self.conv2 = conv3x3(c2, c3, 2)
+            self.bn2 = nn.BatchNorm2d(c3)
+            self.conv3 = conv3x3(c2, c3, 2)
+            self.bn3 = nn.BatchNorm2d(c3)
         self.relu = nn.ReLU(inplace=True)
-        self.bn_layer = make_stage(block, 3 * c3, planes, n_blocks, 2, base_width)
+        self.bn_layer = make_stage(block, 3 * c3 if fuse else c3, planes, n_blocks, 2, base_width)
         self.out_channels = planes * block.expansion
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not self.fuse:
+            return self.bn_layer(feats[2]).contiguous()
         l1 = self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(feats[0]))))))
         l2 = self.relu(self.bn3(self.conv3(feats[1])))
         return self.bn_layer(torch.cat([l1, l2, feats[2]], 1)).contiguous()
@@ -185,3 +200,57 @@ class ReverseDecoder(nn.Module):
         b = self.layer2(a)
         c = self.layer3(b)
         return [c, b, a]
+
+
+@dataclass(frozen=True)
+class ReverseLayout:
+    """How OCBE and ReverseDecoder are built for one teacher (RD4AD's ``BN_layer`` and de-ResNets).
+
+    ``encoder_block``: the OCBE residual stage's block; ``decoder_block``: the decoder's (its
+    transposed twin); ``bottleneck_blocks``: blocks in the OCBE residual stage; ``decoder_layers``:
+    decoder blocks per stage, deepest stage first; ``base_width``: 128 for WideResNet.
+    """
+
+    encoder_block: Block
+    decoder_block: Block
+    bottleneck_blocks: int
+    decoder_layers: tuple[int, int, int]
+    base_width: int = 64
+
+    def build(self, channels: Sequence[int], *, n_blocks: int | None = None, fuse: bool = True,
+              act_out: bool = True) -> tuple[OCBE, ReverseDecoder]:
+        """(OCBE, ReverseDecoder) for teacher stage ``channels``, created in that order (the seed's
+        draws follow it); ``n_blocks`` overrides ``bottleneck_blocks``; ``fuse`` and ``act_out``
+        go to OCBE and ReverseDecoder."""
+        n = self.bottleneck_blocks if n_blocks is None else n_blocks
+        emb = OCBE(channels, self.encoder_block, n, base_width=self.base_width, fuse=fuse)
+        dec = ReverseDecoder(emb.out_channels, channels, self.decoder_block, self.decoder_layers,
+                             self.base_width, act_out=act_out)
+        return emb, dec
+
+
+#: RD4AD's reference layouts (``resnet.py`` BN_layer + ``de_resnet.py``) for ResNet teachers
+_RESNET_LAYOUTS = {
+    "resnet18": ReverseLayout(BasicBlock, DeBasicBlock, 2, (2, 2, 2)),
+    "resnet34": ReverseLayout(BasicBlock, DeBasicBlock, 3, (3, 4, 6)),
+    "resnet50": ReverseLayout(Bottleneck, DeBottleneck, 3, (3, 4, 6)),
+    "wide_resnet50_2": ReverseLayout(Bottleneck, DeBottleneck, 3, (3, 4, 6), 128),
+}
+#: any other teacher: basic blocks, resnet18-style (two blocks per stage)
+GENERIC_LAYOUT = ReverseLayout(BasicBlock, DeBasicBlock, 2, (2, 2, 2))
+
+
+def reverse_layout(teacher: str) -> ReverseLayout:
+    """The reference layout for a ResNet ``teacher`` (timm name), else ``GENERIC_LAYOUT``."""
+    return _RESNET_LAYOUTS.get(teacher, GENERIC_LAYOUT)
+
+
+def match_sizes(feats: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Resize each of ``feats`` (B,C,h,w) bilinearly (align_corners=False) to the spatial size of
+    its partner in ``ref``, only where the sizes differ.
+
+    At image sizes not divisible by 32 a reverse decoder's up-sampled stages overshoot the
+    teacher's (e.g. 64 vs 57 at 225 px); at multiples of 32 this returns the tensors unchanged."""
+    return [f if f.shape[-2:] == r.shape[-2:] else
+            F.interpolate(f, size=r.shape[-2:], mode="bilinear", align_corners=False)
+            for f, r in zip(feats, ref, strict=True)]

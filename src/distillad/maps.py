@@ -6,12 +6,19 @@ computed on the model's device and the same code exports to ONNX.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cosine_distance", "normalized_l2_distance", "combine_maps", "gaussian_blur", "max_score", "gaussian_kernel1d"]
+from .errors import ConfigError
+
+__all__ = ["cosine_distance", "normalized_l2_distance", "combine_maps", "gaussian_blur", "max_score",
+           "gaussian_kernel1d", "Combine", "COMBINE_MODES", "check_combine"]
+
+#: how per-stage maps are combined: the type hint of every method's ``combine`` keyword
+Combine = Literal["sum", "product", "mean"]
+COMBINE_MODES: tuple[str, ...] = get_args(Combine)
 
 
 def cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -24,11 +31,18 @@ def normalized_l2_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.normalize(t, dim=1) - F.normalize(s, dim=1)).pow(2).sum(1, keepdim=True)
 
 
-def combine_maps(maps: Sequence[torch.Tensor], size: tuple[int, int], mode: str = "sum",
+def check_combine(value: str) -> str:
+    """``value`` if it is one of ``COMBINE_MODES``, else ConfigError naming it: the one check behind
+    ``combine_maps`` and the methods' ``combine`` keywords (which fail at construction, not at test)."""
+    if value not in COMBINE_MODES:
+        raise ConfigError(f"combine must be one of {', '.join(map(repr, COMBINE_MODES))}, got {value!r}")
+    return value
+
+
+def combine_maps(maps: Sequence[torch.Tensor], size: tuple[int, int], mode: Combine = "sum",
                  align_corners: bool = True) -> torch.Tensor:
-    """Upsample per-stage maps (B,1,h_k,w_k) bilinearly to ``size`` and sum or multiply them."""
-    if mode not in ("sum", "product", "mean"):
-        raise ValueError(f"combine mode must be 'sum', 'product' or 'mean', got {mode!r}")
+    """Upsample per-stage maps (B,1,h_k,w_k) bilinearly to ``size`` and sum, multiply or average them."""
+    check_combine(mode)
     up = [F.interpolate(m, size=size, mode="bilinear", align_corners=align_corners) for m in maps]
     out = up[0]
     for m in up[1:]:

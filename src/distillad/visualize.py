@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["overlay", "save_png", "overlay_strip", "plot_scores"]
+__all__ = ["overlay", "save_png", "overlay_strip", "plot_scores", "calibrated_colour_scale", "strip_indices",
+           "overlay_strip_for_run"]
 
 
 def _to_uint8_image(image: np.ndarray) -> np.ndarray:
@@ -69,6 +70,73 @@ def overlay_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], vmin
         cols.append(col)
         cols.append(np.full((col.shape[0], 2, 3), 255, np.uint8))
     return np.concatenate(cols[:-1], 1) if cols else np.zeros((tile, tile, 3), np.uint8)
+
+
+def calibrated_colour_scale(calibration: Mapping[str, Any]) -> tuple[float, float]:
+    """(vmin, vmax) of a run's heat maps, fixed by its validation good images (run.json "calibration"):
+    vmin = pixel_mean (blue), vmax = pixel_threshold + (pixel_threshold − pixel_mean) (red), so the
+    pixel threshold (mean + kσ of validation pixels) is the middle of the colour bar (green) for every
+    image. Without pixel statistics (a run calibrated without validation images) the fixed range
+    [0, 1] of the map's own units. Test images never choose the scale."""
+    if "pixel_mean" in calibration and "pixel_threshold" in calibration:
+        vmin = float(calibration["pixel_mean"])
+        return vmin, 2 * float(calibration["pixel_threshold"]) - vmin
+    return 0.0, 1.0
+
+
+def strip_indices(samples: Sequence[Any], n: int = 8) -> list[int]:
+    """Indices of the test images of an overlay strip, the same for every method on a dataset:
+    ``max(1, n // 4)`` good images and the rest defective ones shared round-robin over the defect
+    types, evenly spaced within each list sorted by path. Chosen from ``label``, ``defect`` and
+    ``image`` (path) of the samples only, never from a model's output."""
+    if n <= 0:
+        return []
+
+    def spread(idx: list[int], k: int) -> list[int]:
+        idx = sorted(idx, key=lambda i: str(samples[i].image))
+        if k >= len(idx):
+            return idx
+        return [idx[int(j)] for j in np.linspace(0, len(idx) - 1, k).round().astype(int)]
+
+    n_good = max(1, n // 4)
+    good = spread([i for i, s in enumerate(samples) if s.label == 0], n_good)
+    by_type: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.label == 1:
+            by_type.setdefault(s.defect, []).append(i)
+    types = sorted(by_type)
+    counts = dict.fromkeys(types, 0)
+    left = n - n_good
+    while left > 0 and any(counts[t] < len(by_type[t]) for t in types):
+        for t in types:
+            if left > 0 and counts[t] < len(by_type[t]):
+                counts[t] += 1
+                left -= 1
+    return good + [i for t in types for i in spread(by_type[t], counts[t])]
+
+
+def overlay_strip_for_run(items: Sequence[Mapping[str, Any]], maps: Sequence[Any], scores: Sequence[float],
+                          calibration: Mapping[str, Any], tile: int = 160) -> np.ndarray:
+    """The overlay strip of a run (``api.test``'s overlays.png, the benchmark's strips): dataset items
+    (``image`` (3,H,W), ``mask`` (1,H,W), ``defect``) with their anomaly maps and image scores.
+
+    Colours: ``calibrated_colour_scale(calibration)``; white outline: map ≥ pixel threshold, green:
+    ground truth. Captions: defect type and the score normalised by the validation statistics
+    (0.5 = image threshold), or the raw score when the calibration cannot normalise (fewer than two
+    validation images)."""
+    from .engine import normalize_scores
+
+    vmin, vmax = calibrated_colour_scale(calibration)
+    s = np.asarray([float(v) for v in scores], dtype=np.float64)
+    if calibration.get("image_threshold", 0.0) - calibration.get("score_mean", 0.0) > 1e-9:
+        import torch
+        norm = normalize_scores(torch.from_numpy(s), dict(calibration)).numpy()
+        titles = [f"{it['defect']} {v:.2f}" for it, v in zip(items, norm)]
+    else:
+        titles = [f"{it['defect']} raw {v:.3g}" for it, v in zip(items, s)]
+    return overlay_strip([np.asarray(it["image"]) for it in items], [np.asarray(m).squeeze() for m in maps],
+                         vmin, vmax, titles=titles, threshold=calibration.get("pixel_threshold"),
+                         gt_masks=[np.asarray(it["mask"]).squeeze() for it in items], tile=tile)
 
 
 def plot_scores(path: str | Path, labels: np.ndarray, scores: np.ndarray, threshold: float | None = None,

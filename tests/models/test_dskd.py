@@ -131,7 +131,7 @@ def test_only_students_and_dfe_get_gradients(images):
     g = _grads(m, out["loss_d"])
     assert not any(g["encoder"]) and all(g["embedding"]) and all(g["decoder"])
     # one optimiser step leaves the teacher, BatchNorm statistics included, untouched
-    opt = m.configure_optimizer()
+    opt = m.build_optimizer(m.trainable_parameters())
     assert opt.defaults["lr"] == 0.001 and opt.defaults["betas"] == (0.5, 0.999)
     opt.step()
     assert all(torch.equal(v, bn_before[k]) for k, v in m.teacher.state_dict().items())
@@ -168,7 +168,8 @@ def test_structures(structure, nets, losses, images):
 
 def test_dfe_off_and_map_selection(images):
     m = _model("efficientnet_lite0", dfe=False).eval()
-    assert not hasattr(m.embedding, "down1") and m.embedding.residual[0].conv1.in_channels == 112
+    # the DFE is RD's OCBE; without fusion it has no down-sampling convs and sees F3 (112 channels) alone
+    assert not hasattr(m.embedding, "conv1") and m.embedding.bn_layer[0].conv1.in_channels == 112
     with torch.no_grad():
         assert m.anomaly_map(images).shape == (2, 1, SIZE, SIZE)
     full = _model("efficientnet_lite0").eval()
@@ -225,6 +226,19 @@ def test_parameters_and_flops_match_table6():
     assert abs(macs - 6.17e9) / 6.17e9 < 0.01
     # trainable = S_e + DFE + S_d
     assert sum(p.numel() for p in m.trainable_parameters()) == ours - _n(m.teacher)
+
+
+def test_keyword_hints_are_the_accepted_values():
+    """The CLI types flags from the constructor's hints: they must resolve and list what is accepted."""
+    from typing import get_args, get_type_hints
+
+    from distillad.models.dskd import DSKD, MAPS, STRUCTURES
+    hints = get_type_hints(DSKD.__init__)
+    assert get_args(hints["structure"]) == STRUCTURES == ("DS", "T-E", "T-D", "E-D")
+    assert get_args(hints["maps"]) == tuple(MAPS)
+    assert hints["dfe_blocks"] == int | None and hints["out_indices"] == tuple[int, ...]
+    m = _model("efficientnet_lite0", out_indices=[1, 2, 3])  # lists still accepted
+    assert m.teacher.channels == [24, 40, 112]
 
 
 def test_train_stores_calibration_for_eq1(tiny_data, tmp_path):

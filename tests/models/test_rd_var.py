@@ -167,3 +167,16 @@ def test_resize_is_a_noop_at_multiples_of_32():
 def test_bad_options_fail_at_construction(kw, word):
     with pytest.raises(ConfigError, match=word):
         _make(**kw)
+
+
+def test_keyword_hints_are_the_accepted_values():
+    """The CLI types flags from the constructor's hints: they must resolve and list what is accepted."""
+    from typing import get_args, get_type_hints
+
+    from distillad.maps import COMBINE_MODES
+    from distillad.models.rd_var import VARIANCE_BLOCKS, RDVariance
+    hints = get_type_hints(RDVariance.__init__)
+    assert get_args(hints["variance_block"]) == tuple(VARIANCE_BLOCKS)
+    assert get_args(hints["variance_distance"]) == DISTANCES
+    assert get_args(hints["combine"]) == COMBINE_MODES
+    assert hints["out_indices"] == tuple[int, ...] and hints["teacher_weights"] == str | None

@@ -27,8 +27,7 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 class AnomalyDataset(Dataset):
     """Items: ``image`` float32 (3, H, W) in [0, 1] (not normalised), ``mask`` float32 (1, H, W)
-    in {0, 1}, ``label`` int64, ``has_mask`` bool (False: anomalous without pixel ground truth),
-    ``path`` and ``defect`` str.
+    in {0, 1}, ``label`` int64, ``path`` and ``defect`` str.
 
     Images are squashed to ``image_size`` with Pillow bilinear (antialiased); masks are thresholded
     at full resolution, then resized nearest-neighbour. ``cache=True`` decodes everything now
@@ -93,7 +92,6 @@ class AnomalyDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
             "mask": mask_t,
             "label": torch.tensor(s.label, dtype=torch.int64),
-            "has_mask": torch.tensor(s.label == 0 or s.mask is not None),
             "path": str(s.image),
             "defect": s.defect,
         }

@@ -2,31 +2,56 @@
 
 A method subclasses ``DistillationModel``, builds its networks in ``__init__`` and implements
 ``forward`` (→ teacher_feats, student_feats), ``loss`` and ``anomaly_map``; ``predict`` blurs
-the map and takes the image score. Training and I/O live in ``engine`` and ``checkpoint``.
+the map and takes the image score. Training is declared, not written: ``phases()`` lists what
+is trained, how and when (``distillad.phases``), and ``engine.fit`` runs it. A method that
+learns from synthetic defects declares a phase with ``data="synthetic"`` and its paper's
+``synthesis`` settings; the texture folder and foreground method are the user's data settings,
+so a method does no file I/O. Checkpoint I/O lives in ``checkpoint``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Iterable
 
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from ..maps import gaussian_blur, max_score
+from ..phases import Phase
+from ..registry import bind_model_kwargs, registered_name
 from ..teachers import Teacher
 
 __all__ = ["DistillationModel"]
 
 
 class DistillationModel(nn.Module):
-    """Base class: a frozen ``self.teacher`` plus trainable students; images in [0, 1]."""
+    """Base class: a frozen ``self.teacher`` plus trainable students; images in [0, 1].
+
+    Every instance records its constructor's keywords with defaults applied (``model_kwargs``)
+    and its registry name (``model_name``), however it was built, so any model can be
+    checkpointed and rebuilt exactly.
+    """
 
     #: training settings of the paper, used by the engine unless the user overrides them
     train_defaults: dict[str, Any] = {"epochs": 200, "batch_size": 16, "image_size": 256}
-    #: True when training batches must carry synthetic anomalies (``anomalous`` and ``mask``)
-    needs_synthesis: bool = False
+    #: the paper's anomaly synthesis (``SyntheticAnomalyDataset`` keywords, e.g. ``PAPER_PRESETS``);
+    #: used by phases with ``data="synthetic"``; ``foreground`` here is only the default
+    synthesis: dict[str, Any] = {}
 
     teacher: Teacher
+    model_name: str | None
+    model_kwargs: dict[str, Any] | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "DistillationModel":
+        self = super().__new__(cls)
+        try:
+            full = bind_model_kwargs(cls, args, kwargs)
+        except TypeError:  # __init__ raises the proper error
+            full = None
+        object.__setattr__(self, "model_kwargs", full)
+        object.__setattr__(self, "model_name", registered_name(cls))
+        return self
 
     def __init__(self, lr: float, betas: tuple[float, float], sigma: float = 4.0) -> None:
         super().__init__()
@@ -43,6 +68,36 @@ class DistillationModel(nn.Module):
         """Unsmoothed anomaly map at input resolution: (B,3,H,W) → (B,1,H,W)."""
         raise NotImplementedError
 
+    # -- training contract ------------------------------------------------------------
+    def student_modules(self) -> tuple[str, ...]:
+        """Names of the direct submodules outside the teacher: what the default phase trains."""
+        return tuple(n for n, m in self.named_children() if n != "teacher" and any(True for _ in m.parameters()))
+
+    def phases(self) -> list[Phase]:
+        """The training schedule; default: one joint phase training every student module with ``loss``."""
+        return [Phase("train", self.student_modules())]
+
+    @property
+    def needs_synthesis(self) -> bool:
+        """True when some phase trains on synthetic (normal, anomalous, mask) triplets."""
+        return any(p.data == "synthetic" for p in self.phases())
+
+    def synthetic_train_set(self, base: Dataset, textures: Any = None, foreground: str | None = None,
+                            seed: int = 0) -> Dataset:
+        """Wrap the normal training set so that items carry ``anomalous`` and ``mask`` (the paper's synthesis).
+
+        ``textures`` (a folder, a ``TextureSource`` or None) and ``foreground`` (None: the paper's) are
+        the run's data settings."""
+        from ..synthesis import SyntheticAnomalyDataset
+        kw = dict(self.synthesis)
+        fg = foreground if foreground is not None else kw.pop("foreground", "none")
+        kw.pop("foreground", None)
+        return SyntheticAnomalyDataset(base, textures=textures, foreground=fg, seed=seed, **kw)
+
+    def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
+        """Adam with the paper's lr and betas (RD4AD: 0.005, (0.5, 0.999)); ``params``: parameters or groups."""
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas)
+
     # -- shared ---------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +110,6 @@ class DistillationModel(nn.Module):
         for name, p in self.named_parameters():
             if not name.startswith("teacher."):
                 yield p
-
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with the paper's lr and betas (RD4AD: 0.005, (0.5, 0.999))."""
-        return torch.optim.Adam(self.trainable_parameters(), lr=self.lr, betas=self.betas)
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """State to checkpoint: everything but the teacher, which is rebuilt from its verified weights."""

@@ -5,17 +5,20 @@ the paper cites for its embedding (Sec. 3.2).
 
 - Teacher T: frozen ImageNet backbone, K = 3 stages (ResNet18 conv2_x–conv4_x in the paper).
 - Student S_e: T's architecture, randomly initialised, fed the same normalised image.
-- Deep feature embedding (DFE, Sec. 3.2, Fig. 4): S_e's F1 down-sampled twice and F2 once by
-  3×3 stride-2 conv-BN-ReLU, concatenated with F3, then "a residual block [11]" whose shortcut is
-  a 1×1 conv. As in RD's OCBE (which the paper refers to) that block has stride 2 and 2·c3
-  channels: F_emb is a "low-dimensional" code at half F3's resolution (8×8×512 for ResNet18 at
-  256 px), which S_d's three up-sampling stages bring back to F3, F2, F1. The paper's Table 6
-  pins the block count: with RD's residual *stage* of two BasicBlocks (ResNet18's layer4 layout)
-  our inference costs 6.16 GMAC at 256 px vs the paper's 6.17 G "FLOPs" (thop counts MACs), and
-  the reference-code parameter count is 39.29 M vs 39.3 M; one block gives 5.85 G / 34.6 M. So
-  ``dfe_blocks`` defaults to RD's count (2 for resnet18 and non-ResNet teachers, 3 for
-  resnet34/50/wide_resnet50_2); ``dfe_blocks=1`` is the literal single block.
-  ``dfe=False`` (Table 8: S_e's output "directly down-sampled"): the residual stage sees F3 alone.
+- Deep feature embedding (DFE, Sec. 3.2, Fig. 4), built as RD's OCBE (``layers.OCBE``), which the
+  paper refers to: S_e's F1 down-sampled twice and F2 once by 3×3 stride-2 conv-BN-ReLU,
+  concatenated with F3, then "a residual block [11]" whose shortcut is a 1×1 conv. As in OCBE,
+  that block has stride 2 and 2·c3 channels: F_emb is a "low-dimensional" code at half F3's
+  resolution (8×8×512 for ResNet18 at 256 px), which S_d's three up-sampling stages bring back
+  to F3, F2, F1. The paper's Table 6 pins the block count: with RD's residual *stage* of two
+  BasicBlocks (ResNet18's layer4 layout) our inference costs 6.16 GMAC at 256 px vs the paper's
+  6.17 G "FLOPs" (thop counts MACs), and the reference-code parameter count is 39.29 M vs
+  39.3 M; one block gives 5.85 G / 34.6 M. So ``dfe_blocks`` defaults to RD's count (2 for
+  resnet18 and non-ResNet teachers, 3 for resnet34/50/wide_resnet50_2); ``dfe_blocks=1`` is the
+  literal single block.
+  ``dfe=False`` (Table 8: S_e's output "directly down-sampled"): the residual stage sees F3 alone
+  (``OCBE(fuse=False)``). Block type, counts and width come from ``layers.reverse_layout``, the
+  table rd.py uses.
 - Student S_d: S_e reversed, down-sampling replaced by up-sampling (``layers.ReverseDecoder``;
   de-ResNet18 with DeBasicBlock ×(2, 2, 2) for resnet18) → features at F3, F2, F1 resolution.
 - Eq. 3: features ℓ2-normalised per position, t̂ = t/‖t‖. (The paper prints ‖t‖² in the
@@ -48,7 +51,8 @@ named by the pair whose discrepancy is learnt and measured):
 Differences from the paper: any supported teacher (library default efficientnet_lite0; the paper's
 resnet18 with ``teacher="resnet18"``); ``decoder_relu`` as in rd.py (default True, the ResNet layout;
 False ends S_d's stages without ReLU, for EfficientNet's signed stage outputs); at image sizes not
-divisible by 32, S_d's features are resized bilinearly to the encoder's stage sizes, as in rd.py.
+divisible by 32, S_d's features are resized bilinearly to the encoder's stage sizes, as in rd.py
+(``layers.match_sizes``).
 We build T and S_e only up to the last stage used and omit RD's unused ``conv4``: 20.95 M
 parameters for resnet18 where the paper counts 39.3 M, which is what RD's reference code holds with
 full ResNet18s (layer4 + fc, 8.91 M each) and ``conv4`` (0.53 M): 20.95 + 2·8.91 + 0.53 = 39.29 M
@@ -57,33 +61,27 @@ full ResNet18s (layer4 + fc, 8.91 M each) and ``conv4`` (0.53 M): 20.95 + 2·8.9
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..layers import BasicBlock, Bottleneck, ConvBNAct, DeBasicBlock, DeBottleneck, ReverseDecoder, make_stage
+from ..layers import match_sizes, reverse_layout
 from ..maps import combine_maps
 from ..registry import register_model
 from ..teachers import Teacher, build_backbone
 from ._base import DistillationModel
 
-__all__ = ["DeepFeatureEmbedding", "DSKD", "dskd", "dskd_map", "dskd_loss"]
+__all__ = ["DSKD", "dskd", "dskd_map", "dskd_loss", "STRUCTURES", "MAPS"]
 
-STRUCTURES = ("DS", "T-E", "T-D", "E-D")
+#: ablation structures (Sec. 4.3), each named by the pair whose discrepancy is learnt and measured
+Structure = Literal["DS", "T-E", "T-D", "E-D"]
+STRUCTURES: tuple[str, ...] = get_args(Structure)
+#: Table 9: which stages (indices shallow → deep) enter the anomaly map
+MapStages = Literal["all", "M1", "M2", "M3"]
 MAPS = {"all": (0, 1, 2), "M1": (0,), "M2": (1,), "M3": (2,)}
-# teacher → (DFE block, DFE blocks, decoder block, decoder blocks per stage, width): RD4AD's
-# reference BN_layer and de-ResNets, the layout the paper's parameter and FLOP counts match
-_LAYOUT = {
-    "resnet18": (BasicBlock, 2, DeBasicBlock, (2, 2, 2), 64),
-    "resnet34": (BasicBlock, 3, DeBasicBlock, (3, 4, 6), 64),
-    "resnet50": (Bottleneck, 3, DeBottleneck, (3, 4, 6), 64),
-    "wide_resnet50_2": (Bottleneck, 3, DeBottleneck, (3, 4, 6), 128),
-}
-_GENERIC = (BasicBlock, 2, DeBasicBlock, (2, 2, 2), 64)
 
 Feats = Sequence[torch.Tensor]
 
@@ -103,45 +101,20 @@ def dskd_loss(ref: Feats, student: Feats, lam: float = 0.1) -> torch.Tensor:
     return torch.stack([dskd_map(t, s, lam).mean() for t, s in zip(ref, student)]).mean()
 
 
-class DeepFeatureEmbedding(nn.Module):
-    """DFE (Fig. 4): [(B,c1,4h,4w), (B,c2,2h,2w), (B,c3,h,w)] → F_emb (B, 2·c3, h/2, w/2).
-
-    F1 → 3×3/2 conv-BN-ReLU (c1→c2) → 3×3/2 conv-BN-ReLU (c2→c3); F2 → 3×3/2 conv-BN-ReLU
-    (c2→c3); concat with F3 (3·c3) → ``n_blocks`` residual blocks, the first with stride 2 and a
-    1×1-conv shortcut. ``fuse=False`` (the DFE ablation): the residual blocks see F3 alone.
-    """
-
-    def __init__(self, channels: Sequence[int], block: type[BasicBlock] = BasicBlock, n_blocks: int = 2,
-                 fuse: bool = True, base_width: int = 64) -> None:
-        super().__init__()
-        c1, c2, c3 = channels
-        self.fuse = fuse
-        if fuse:
-            self.down1 = nn.Sequential(ConvBNAct(c1, c2, 3, 2), ConvBNAct(c2, c3, 3, 2))
-            self.down2 = ConvBNAct(c2, c3, 3, 2)
-        planes = 2 * c3 // block.expansion
-        # make_stage gives the first block a conv1x1(stride 2)+BN shortcut: the paper's 1×1 conv block
-        self.residual = make_stage(block, 3 * c3 if fuse else c3, planes, n_blocks, 2, base_width)
-        self.out_channels = planes * block.expansion
-
-    def forward(self, feats: Feats) -> torch.Tensor:
-        x = torch.cat([self.down1(feats[0]), self.down2(feats[1]), feats[2]], 1) if self.fuse else feats[2]
-        return self.residual(x)
-
-
 class DSKD(DistillationModel):
     """Teacher T, encoder student S_e, DFE and decoder student S_d; the map compares T and S_d."""
 
     train_defaults = {"epochs": 200, "batch_size": 16, "image_size": 256}
 
-    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | Path | None = "auto",
-                 teacher_sha256: str | None = None, out_indices: Sequence[int] = (1, 2, 3),
+    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
+                 teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
                  lr: float = 0.001, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
-                 lam: float = 0.1, structure: str = "DS", dfe: bool = True, maps: str = "all",
+                 lam: float = 0.1, structure: Structure = "DS", dfe: bool = True, maps: MapStages = "all",
                  dfe_blocks: int | None = None, independent: bool = True, decoder_relu: bool = True) -> None:
         super().__init__(lr, betas, sigma)
+        out_indices = tuple(out_indices)
         if len(out_indices) != 3:
-            raise ConfigError(f"dskd needs exactly 3 teacher stages, got out_indices={tuple(out_indices)}")
+            raise ConfigError(f"dskd needs exactly 3 teacher stages, got out_indices={out_indices}")
         if structure not in STRUCTURES:
             raise ConfigError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
         if maps not in MAPS:
@@ -158,11 +131,9 @@ class DSKD(DistillationModel):
             for mod in self.encoder.modules():
                 if isinstance(mod, nn.BatchNorm2d):
                     nn.init.ones_(mod.weight)
-        if structure != "T-E":  # DFE + decoder student
-            enc_block, n_dfe, dec_block, dec_layers, width = _LAYOUT.get(teacher, _GENERIC)
-            self.embedding = DeepFeatureEmbedding(chans, enc_block, dfe_blocks or n_dfe, dfe, width)
-            self.decoder = ReverseDecoder(self.embedding.out_channels, chans, dec_block, dec_layers, width,
-                                          act_out=decoder_relu)
+        if structure != "T-E":  # DFE (RD's OCBE, the residual stage alone for dfe=False) + decoder student
+            self.embedding, self.decoder = reverse_layout(teacher).build(chans, n_blocks=dfe_blocks, fuse=dfe,
+                                                                         act_out=decoder_relu)
 
     # -- the three networks -----------------------------------------------------------
     def encoder_features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -174,10 +145,8 @@ class DSKD(DistillationModel):
         x = [F.normalize(f, dim=1) for f in source]  # Algorithm 2: the DFE embeds F̂_e
         if self.independent:
             x = [f.detach() for f in x]
-        d = self.decoder(self.embedding(x))
         # at sizes not divisible by 32 the up-sampled stages overshoot the encoder's (as in rd.py)
-        return [b if b.shape[-2:] == a.shape[-2:] else
-                F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False) for a, b in zip(source, d)]
+        return match_sizes(self.decoder(self.embedding(x)), source)
 
     def features(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """Features of the networks the structure has: keys ``t`` (T), ``e`` (S_e), ``d`` (S_d)."""

@@ -12,9 +12,9 @@ one-class embedding", CVPR 2022. Upstream: hq-deng/RD4AD (``main.py``, ``resnet.
 - Adam lr 0.005, betas (0.5, 0.999), batch 16, 256 px, 200 epochs.
 
 For ``resnet18/34/50`` and ``wide_resnet50_2`` teachers the bottleneck and decoder have the
-reference layout and parameter counts (minus the reference's unused ``conv4``, see layers.py);
-for other teachers the decoder is built from the teacher's stage channels with basic blocks
-(resnet18-style: two blocks per stage).
+reference layout and parameter counts (minus the reference's unused ``conv4``, see layers.py;
+the table is ``layers.reverse_layout``, shared with dskd); for other teachers the decoder is
+built from the teacher's stage channels with basic blocks (resnet18-style: two blocks per stage).
 
 Two differences from the reference, both no-ops for ResNet teachers at sizes divisible by 32:
 - ``decoder_relu`` (default True, the reference) ends each decoder stage with ReLU. EfficientNet-Lite
@@ -25,36 +25,24 @@ Two differences from the reference, both no-ops for ResNet teachers at sizes div
   ../shared/data/mvtec_ad/bottle --epochs 10 --out R [--no-decoder-relu]`` then ``distillad test
   --run R``). So the reference layout stays the default.
 - At image sizes that are not multiples of 32 (e.g. 225 px) the decoder's stage sizes overshoot
-  the teacher's; student features are resized bilinearly to the teacher's before loss and map.
+  the teacher's; student features are resized bilinearly to the teacher's before loss and map
+  (``layers.match_sizes``).
 Optional variance loss (Song, Buayai & Mao) is added by ``rd_var`` in ``rd_var.py``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..layers import OCBE, BasicBlock, Bottleneck, DeBasicBlock, DeBottleneck, ReverseDecoder
+from ..layers import match_sizes, reverse_layout
 from ..losses import flat_cosine_loss
-from ..maps import combine_maps, cosine_distance
+from ..maps import Combine, check_combine, combine_maps, cosine_distance
 from ..registry import register_model
 from ..teachers import Teacher
 from ._base import DistillationModel
 
 __all__ = ["ReverseDistillation", "rd"]
-
-# teacher → (encoder block, decoder block, OCBE blocks, decoder blocks per stage, base width)
-_REFERENCE = {
-    "resnet18": (BasicBlock, DeBasicBlock, 2, (2, 2, 2), 64),
-    "resnet34": (BasicBlock, DeBasicBlock, 3, (3, 4, 6), 64),
-    "resnet50": (Bottleneck, DeBottleneck, 3, (3, 4, 6), 64),
-    "wide_resnet50_2": (Bottleneck, DeBottleneck, 3, (3, 4, 6), 128),
-}
-_GENERIC = (BasicBlock, DeBasicBlock, 2, (2, 2, 2), 64)
 
 
 class ReverseDistillation(DistillationModel):
@@ -62,29 +50,23 @@ class ReverseDistillation(DistillationModel):
 
     train_defaults = {"epochs": 200, "batch_size": 16, "image_size": 256}
 
-    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | Path | None = "auto",
-                 teacher_sha256: str | None = None, out_indices: Sequence[int] = (1, 2, 3),
+    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
+                 teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
                  lr: float = 0.005, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
-                 combine: str = "sum", decoder_relu: bool = True) -> None:
+                 combine: Combine = "sum", decoder_relu: bool = True) -> None:
         super().__init__(lr, betas, sigma)
+        out_indices = tuple(out_indices)
         if len(out_indices) != 3:
-            raise ConfigError(f"rd needs exactly 3 teacher stages, got out_indices={tuple(out_indices)}")
-        if combine not in ("sum", "product", "mean"):
-            raise ConfigError(f"combine must be 'sum', 'product' or 'mean', got {combine!r}")
-        self.combine = combine
+            raise ConfigError(f"rd needs exactly 3 teacher stages, got out_indices={out_indices}")
+        self.combine = check_combine(combine)
         self.teacher = Teacher(teacher, out_indices, teacher_weights, teacher_sha256)
-        enc_block, dec_block, n_ocbe, dec_layers, width = _REFERENCE.get(teacher, _GENERIC)
-        chans = self.teacher.channels
-        self.bottleneck = OCBE(chans, enc_block, n_ocbe, base_width=width)
-        self.decoder = ReverseDecoder(self.bottleneck.out_channels, chans, dec_block, dec_layers, width,
-                                      act_out=decoder_relu)
+        self.bottleneck, self.decoder = reverse_layout(teacher).build(self.teacher.channels, act_out=decoder_relu)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """images (B,3,H,W) → (teacher_feats, student_feats), each [(B,C_k,H/r_k,W/r_k)] shallow→deep."""
         t = self.teacher(images)
         s = self.decoder(self.bottleneck(t))
-        return t, [b if b.shape[-2:] == a.shape[-2:] else
-                   F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False) for a, b in zip(t, s)]
+        return t, match_sizes(s, t)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         t, s = self(batch["image"])

@@ -28,21 +28,25 @@ Choices where the paper is silent or ambiguous:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 
 from ..errors import ConfigError
 from ..losses import flat_cosine_loss, variance_loss
+from ..maps import Combine
 from ..registry import register_model
 from .rd import ReverseDistillation
 
 __all__ = ["RDVariance", "rd_var", "VARIANCE_BLOCKS"]
 
+#: decoder block(s) L_var is computed on (Table V)
+VarianceBlock = Literal["D1", "D2", "D3", "all"]
 #: block name → indices into student_feats (shallow → deep); D^k mirrors teacher stage k
 VARIANCE_BLOCKS = {"D1": (0,), "D2": (1,), "D3": (2,), "all": (0, 1, 2)}
-_DISTANCES = ("cosine", "l1", "l2")
+#: distance of eq. 4 (Table III; see ``losses.variance_loss``)
+VarianceDistance = Literal["cosine", "l1", "l2"]
+_DISTANCES: tuple[str, ...] = get_args(VarianceDistance)
 
 
 class RDVariance(ReverseDistillation):
@@ -50,11 +54,11 @@ class RDVariance(ReverseDistillation):
 
     train_defaults = {"epochs": 200, "batch_size": 16, "image_size": 256}
 
-    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | Path | None = "auto",
-                 teacher_sha256: str | None = None, out_indices: Sequence[int] = (1, 2, 3),
+    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
+                 teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
                  lr: float = 0.005, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
-                 combine: str = "sum", decoder_relu: bool = True, variance_weight: float = 1.0,
-                 variance_block: str = "D1", variance_distance: str = "cosine") -> None:
+                 combine: Combine = "sum", decoder_relu: bool = True, variance_weight: float = 1.0,
+                 variance_block: VarianceBlock = "D1", variance_distance: VarianceDistance = "cosine") -> None:
         if variance_block not in VARIANCE_BLOCKS:
             raise ConfigError(f"variance_block must be one of {', '.join(VARIANCE_BLOCKS)}, got {variance_block!r}")
         if variance_distance not in _DISTANCES:

@@ -13,14 +13,13 @@ Anomaly Detection", BMVC 2021. Upstream for comparison: anomalib ``models/image/
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Literal
 
 import torch
 
 from ..errors import ConfigError
 from ..losses import normalized_mse_loss
-from ..maps import combine_maps, normalized_l2_distance
+from ..maps import Combine, check_combine, combine_maps, normalized_l2_distance
 from ..registry import register_model
 from ..teachers import Teacher, build_backbone
 from ._base import DistillationModel
@@ -33,16 +32,17 @@ class STFPM(DistillationModel):
 
     train_defaults = {"epochs": 100, "batch_size": 32, "image_size": 256}
 
-    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | Path | None = "auto",
-                 teacher_sha256: str | None = None, out_indices: Sequence[int] = (1, 2, 3),
-                 optimizer: str = "sgd", lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0, combine: str = "product") -> None:
+    def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
+                 teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
+                 optimizer: Literal["sgd", "adam"] = "sgd", lr: float = 0.4, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
+                 combine: Combine = "product") -> None:
         super().__init__(lr, betas, sigma)
         if optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-        if combine not in ("sum", "product", "mean"):
-            raise ConfigError(f"combine must be 'sum', 'product' or 'mean', got {combine!r}")
-        self.optimizer, self.momentum, self.weight_decay, self.combine = optimizer, momentum, weight_decay, combine
+        self.optimizer, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
+        self.combine = check_combine(combine)
+        out_indices = tuple(out_indices)
         self.teacher = Teacher(teacher, out_indices, teacher_weights, teacher_sha256)
         self.student = build_backbone(teacher, out_indices)
 
@@ -58,11 +58,12 @@ class STFPM(DistillationModel):
         t, s = self(images)
         return combine_maps([normalized_l2_distance(a, b) for a, b in zip(t, s)], images.shape[-2:], self.combine)
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
+        """The paper's SGD (lr, momentum, weight decay) over ``params`` (parameters or param-group
+        dicts), or the base class's Adam for ``optimizer='adam'``."""
         if self.optimizer == "adam":
-            return super().configure_optimizer()
-        return torch.optim.SGD(self.trainable_parameters(), lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay)
+            return super().build_optimizer(params)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 @register_model

@@ -1,0 +1,101 @@
+"""Which data a benchmark runs on: the data root (or generated demo data for ``--quick``), the
+category folders under it, and each category's key in ``paper_numbers.json``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["discover_categories", "paper_key", "resolve_data", "category_table"]
+
+_MARKERS = ("MT_Free/Imgs", "train/good", "train/ok", "Data/Images")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "data"
+
+
+def _is_category_folder(p: Path) -> bool:
+    return any((p / m).is_dir() for m in _MARKERS)
+
+
+def _subdirs(p: Path) -> list[Path]:
+    return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def discover_categories(root: str | Path) -> list[str]:
+    """Category specs under a data root: ``.`` when the root is a category itself, else
+    ``name`` for category folders one level down and ``dataset/name`` two levels down
+    (e.g. ``mvtec_ad/bottle``, ``magnetic_tile``)."""
+    root = Path(root)
+    if _is_category_folder(root):
+        return ["."]
+    found = []
+    for d in _subdirs(root):
+        if _is_category_folder(d):
+            found.append(d.name)
+        else:
+            found += [f"{d.name}/{s.name}" for s in _subdirs(d) if _is_category_folder(s)]
+    return found
+
+
+def paper_key(name: str, path: Path) -> str:
+    """The key of ``paper_numbers.json`` for our category: MVTec AD categories are
+    ``mvtec_ad/<category>`` wherever the dataset lives; Magnetic Tile is ``magnetic_tile``."""
+    from ..data import detect_layout
+    try:
+        layout = detect_layout(path)
+    except DataError:
+        return name
+    if layout == "magnetic_tile":
+        return "magnetic_tile"
+    if layout == "mvtec" and any("mvtec" in part.lower() and "3d" not in part.lower() for part in path.resolve().parts[:-1]):
+        return f"mvtec_ad/{path.name}"
+    return name
+
+
+def resolve_data(data: str | Path | None, quick: bool, out: Path, categories: Sequence[str] | None,
+                 say: Callable[[str], Any]) -> tuple[Path, list[str] | None]:
+    """(data root, category specs or None for all): ``data``, else the shared data folder, else
+    (``quick`` only) generated demo data in ``out/data``."""
+    from ..data import find_data_root
+    if data is not None:
+        return find_data_root(data), categories  # type: ignore[return-value]
+    root = find_data_root()
+    if root is not None:
+        say(f"data: {root}")
+        return root, categories  # type: ignore[return-value]
+    if not quick:
+        raise DataError("no data: pass --data PATH or set DISTILLAD_DATA (only --quick falls back to generated demo data)")
+    from ..demo_data import make_demo_dataset
+    demo = out / "data"
+    if not (demo / "washer" / "train" / "good").is_dir():
+        make_demo_dataset(demo, n_train=24, n_test_good=6, n_test_defect=4, size=128, seed=0)
+    say(f"no real data found: using generated demo data in {demo} (numbers say nothing about real data)")
+    return demo, list(categories) if categories else ["washer"]
+
+
+def category_table(root: Path, specs: Sequence[str] | None, image_size: int,
+                   image_size_for: dict[str, int]) -> list[dict[str, Any]]:
+    """One entry per category spec (all found under ``root`` when None): name, absolute path, file-name
+    slug, image size (``image_size_for`` overrides ``image_size``) and paper key."""
+    specs = list(specs) if specs else discover_categories(root)
+    if not specs:
+        raise DataError(f"{root}: no dataset categories found (looked for {', '.join(_MARKERS)} "
+                        "one and two levels down); name them with --categories")
+    unknown = set(image_size_for) - set(specs)
+    if unknown:
+        raise ConfigError(f"--image-size-for names categories not benchmarked: {', '.join(sorted(unknown))}")
+    cats = []
+    for spec in specs:
+        path = (root / spec).resolve()
+        if not path.is_dir():
+            found = ", ".join(discover_categories(root)) or "none"
+            raise DataError(f"{path}: category {spec!r} not found under {root} (found: {found})")
+        name = path.name if spec in (".", "") else spec.strip("/")
+        cats.append({"name": name, "path": str(path), "slug": _slug(name),
+                     "image_size": int(image_size_for.get(spec, image_size)), "paper_key": paper_key(name, path)})
+    return cats

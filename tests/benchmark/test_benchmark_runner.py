@@ -1,0 +1,68 @@
+"""distillad.benchmark.runner and config: resume after an interruption, reuse of finished runs by
+the benchmark's own request, --report-only, the configuration's checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from distillad import api
+from distillad.benchmark import BenchmarkConfig, run_benchmark
+from distillad.errors import ConfigError, DataError
+
+MODELS = ["rd", "stfpm"]
+
+
+def test_interrupted_benchmark_resumes_without_retraining_finished_runs(bench: SimpleNamespace) -> None:
+    assert bench.calls == ["rd", "stfpm"]
+    assert bench.interrupted == {"bench": True, "results": False, "second": False}
+    assert bench.fits == ["stfpm"], "the finished first run was trained again"
+    assert bench.after == bench.before, "the first run's weights were rewritten"
+    assert (bench.first / "bench.json").read_text() == bench.bench_json  # the third call re-measured nothing
+    assert [(r["model"], r["seed"]) for r in bench.results["runs"]] == [("rd", 0), ("stfpm", 0)]
+    assert bench.again["runs"] == bench.results["runs"]
+
+
+def test_runs_are_matched_by_the_benchmark_request_not_run_json(bench: SimpleNamespace) -> None:
+    run = bench.results["runs"][0]
+    assert run["request"] == {"model": "rd", "model_kwargs": {"teacher": "efficientnet_lite0", "teacher_weights": "random"},
+                              "data": str((bench.kw["data"] / "washer").resolve()), "epochs": 1, "image_size": 64,
+                              "seed": 0, "batch_size": 4}
+    on_disk = json.loads((bench.first / "bench.json").read_text())
+    assert on_disk["request"] == run["request"]
+
+
+def test_report_only_aggregates_finished_runs_without_training(bench: SimpleNamespace, monkeypatch) -> None:
+    """--report-only reports the finished runs and trains nothing for the missing ones (seed 1)."""
+    calls: list[int] = []
+    monkeypatch.setattr(api, "fit", lambda *a, **k: calls.append(1))
+    res = run_benchmark(**{**bench.kw, "seeds": 2, "out": bench.out, "report_only": True}, plots=False)
+    assert not calls
+    assert [(r["model"], r["seed"]) for r in res["runs"]] == [("rd", 0), ("stfpm", 0)]
+
+
+def test_config_defaults_and_checks() -> None:
+    quick = BenchmarkConfig(models=["rd"], quick=True).resolved()
+    assert (quick.epochs, quick.seeds, quick.image_size, quick.batch_size) == (1, [0], 64, 8)
+    full = BenchmarkConfig(models=["rd"], epochs=2).resolved()
+    assert (full.seeds, full.image_size, full.batch_size) == ([0, 1, 2], 256, None)
+    cfg = BenchmarkConfig(models=["rd", "stfpm"], teacher_weights="random", epochs=1,
+                          model_kwargs={"*": {"lr": 0.1}, "rd": {"lr": 0.2}})
+    assert cfg.keywords_for("rd") == {"teacher": "efficientnet_lite0", "teacher_weights": "random", "lr": 0.2}
+    assert cfg.keywords_for("stfpm")["lr"] == 0.1
+    for bad in (dict(models=["rd"], model_kwargs={"stfpm": {"lr": 1}}, epochs=1), dict(models=["rd"]),
+                dict(models=["rd", "rd"], epochs=1), dict(models=[], epochs=1), dict(models=["nope"], epochs=1),
+                dict(models=["rd"], epochs=1, seeds=0), dict(models=["rd"], epochs=0),
+                dict(models=["rd"], epochs=1, threads=0)):
+        with pytest.raises(ConfigError):
+            BenchmarkConfig(**bad).resolved()  # type: ignore[arg-type]
+
+
+def test_missing_data_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distillad.data
+    monkeypatch.setattr(distillad.data, "find_data_root", lambda explicit=None: None)
+    with pytest.raises(DataError, match="--data"):
+        run_benchmark(models=["rd"], seeds=1, epochs=1, out=tmp_path / "o", progress=False)
