@@ -9,22 +9,23 @@ Parts (``--part``):
   (order alternating), median of ``--timing-repeats``, plus the cost of L_var alone.
 - ``ablations``: paper Tables III–V on bottle, 1 seed: distance (cosine/l1/l2), batch size
   (4/8/16/32), block (D1/D2/D3/all).
-- ``lambda``: λ ∈ ``--lambdas`` (λ = 0 is rd) on bottle, 1 seed; λ is *chosen on validation
-  good images only* (the held-out 10 % of train/good that api.train calibrates on):
-  criterion = mean of image and pixel AUROC on those images vs. the same images with
-  DRAEM-style synthetic defects (Perlin mask, DTD texture at ≥ 50 % opacity; fixed seed,
-  identical for every λ).
-  AUROC is rank-based, so it is comparable although λ changes the scale of the scores. Ties
-  (< 1e-4) go to the lower validation RD loss L_model (the cosine loss without L_var, also
-  reported: it alone would favour small λ, being what λ = 0 optimises). Test metrics are shown
-  for every λ; the chosen one is marked.
+- ``lambda``: λ ∈ ``--lambdas`` (rd_var's ``variance_weight``; λ = 0 trains exactly as rd) on
+  bottle, 1 seed; λ is *chosen on validation good images only* by the library's
+  ``distillad.tune`` (= ``distillad tune --grid variance_weight=...``; the held-out 10 % of
+  train/good that api.train calibrates on): criterion = mean of image and pixel AUROC on those
+  images vs. the same images with DRAEM-style synthetic defects (``draem`` preset: Perlin mask,
+  DTD texture at ≥ 50 % opacity; fixed seed, identical for every λ). AUROC is rank-based, so it
+  is comparable although λ changes the scale of the scores. Ties go to the lower validation RD
+  loss L_model (``tie_loss="loss_rd"``: the cosine loss without L_var, also reported: it alone
+  would favour small λ, being what λ = 0 optimises). Test metrics are computed afterwards for
+  every λ, play no part in the choice, and the chosen one is marked.
 
 Runs go to ``--runs`` (gitignored); finished runs are skipped (api.train(resume=True) returns
 early), interrupted ones continue. Tables: ``--out``/results.md (+ results.json; parts run
 separately accumulate). ``--quick``: 64 px, 2 epochs, 1 seed, a 24-image bottle subset, every
 part, into ``benchmarks/runs/rd_var-quick`` (a check that the script works, not a result).
 
-Full run (from the repository root), 26 trainings of 10 epochs; ≈ 2.5–3 h with one thread
+Full run (from the repository root), 28 trainings of 10 epochs; ≈ 2.5–3 h with one thread
 (bottle 256 px ≈ 6.5 min a run, Magnetic Tile 128 px ≈ 4 min; measured with other jobs on the
 2 cores: there, one torch thread is several times faster than two, which spin-wait):
     PYTHONPATH=src .venv/bin/python benchmarks/bench_rd_var.py --part all --mt-image-size 128 --threads 1
@@ -46,12 +47,11 @@ import numpy as np
 import torch
 
 from distillad import api
-from distillad.checkpoint import load_run
 from distillad.data import AnomalyDataset, find_data_root, load_samples, train_val_split
 from distillad.engine import resolve_device, seed_everything
-from distillad.losses import flat_cosine_loss, variance_loss
-from distillad.metrics import compute_metrics
+from distillad.losses import variance_loss
 from distillad.registry import create_model
+from distillad.tune import tune
 
 HERE = Path(__file__).resolve().parent
 VAR = {"variance_weight": 1.0, "variance_block": "D1", "variance_distance": "cosine"}  # rd_var defaults
@@ -80,74 +80,25 @@ def run_one(args: argparse.Namespace, dataset: str, model: str, kw: dict[str, An
     tag = "-".join(f"{v}" for v in kw.values()) or "base"
     out = args.runs / dataset / f"{model}-{tag}-bs{batch_size}-e{args.epochs}-px{size}-s{seed}"
     t0 = time.perf_counter()
-    spec = api.train(model, path, out, category=category, epochs=args.epochs, batch_size=batch_size,
-                     image_size=size, seed=seed, device=args.device, resume=True, progress=False, **kw)
-    metrics_file = out / "metrics.json"  # a finished run folder is never retrained, so its test stands
-    if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())["metrics"]
-    else:
-        metrics = api.test(out, device=args.device, progress=False, n_overlays=0)["metrics"]
-    secs = [h["seconds"] for h in spec.get("history", [])]
+    api.train(model, path, out, category=category, epochs=args.epochs, batch_size=batch_size,
+              image_size=size, seed=seed, device=args.device, resume=True, progress=False, **kw)
+    metrics, s_per_epoch = tested(args, out)
     row = {"dataset": dataset, "model": model, **kw, "batch_size": batch_size, "image_size": size, "seed": seed, "run": str(out),
-           "s_per_epoch": statistics.mean(secs) if secs else math.nan,
-           **{k: 100 * metrics[k] for k, _ in METRICS}}
+           "s_per_epoch": s_per_epoch, **{k: 100 * metrics[k] for k, _ in METRICS}}
     print(f"  {out.name}: " + " ".join(f"{n} {row[k]:.2f}" for k, n in METRICS)
           + f" | {row['s_per_epoch']:.1f} s/epoch | {time.perf_counter() - t0:.0f} s", flush=True)
     return row
 
 
-# ----------------------------------------------------------------------------- validation criterion
-
-_VAL_CACHE: dict[tuple, tuple] = {}
-
-
-def validation_set(args: argparse.Namespace, dataset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(good (N,3,H,W), synthetic (N,3,H,W), masks (N,1,H,W)) from api.train's validation split."""
-    path, category, size = data_of(args, dataset)
-    if (dataset, size) not in _VAL_CACHE:
-        from distillad.synthesis import TextureSource, synthesize
-        _, val = train_val_split(load_samples(path, "train", category), 0.1, 0)  # api.train's defaults
-        ds = AnomalyDataset(val, image_size=size)
-        good = torch.stack([ds[i]["image"] for i in range(len(ds))])
-        dtd = args.data_root / "dtd" / "images"
-        tex = TextureSource(dtd if dtd.is_dir() else None)
-        rng = np.random.default_rng(20240601)
-        syn, masks = [], []
-        for img in good.permute(0, 2, 3, 1).numpy():
-            a, m = synthesize(img, rng, tex, mode="plain", beta_high=0.5)  # texture opacity ≥ 50 %: visible
-            syn.append(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1))
-            masks.append(torch.from_numpy(m.astype(np.float32))[None])
-        _VAL_CACHE[(dataset, size)] = (good, torch.stack(syn), torch.stack(masks))
-    return _VAL_CACHE[(dataset, size)]
-
-
-@torch.no_grad()
-def validation_criterion(args: argparse.Namespace, row: dict[str, Any]) -> dict[str, float]:
-    """Validation-only numbers of a trained run (cached in the run folder)."""
-    cache = Path(row["run"]) / "val_criterion.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    good, syn, masks = validation_set(args, row["dataset"])
-    dev = resolve_device(args.device)
-    model, _ = load_run(row["run"], dev)
-    l_model, maps, scores = [], [], []
-    for batch in (good, syn):
-        for i in range(0, len(batch), 16):
-            x = batch[i:i + 16].to(dev)
-            if batch is good:
-                t, s = model(x)
-                l_model.append(float(flat_cosine_loss(t, s)) * len(x))
-            m, sc = model.predict(x)
-            maps.append(m.cpu())
-            scores.append(sc.cpu())
-    labels = np.r_[np.zeros(len(good)), np.ones(len(syn))]
-    all_masks = torch.cat([torch.zeros_like(masks), masks])[:, 0].numpy().astype(bool)
-    met = compute_metrics(labels, torch.cat(scores).numpy(), all_masks, torch.cat(maps)[:, 0].numpy())
-    out = {"val_l_model": sum(l_model) / len(good), "val_syn_iauroc": 100 * met["image_auroc"],
-           "val_syn_pauroc": 100 * met["pixel_auroc"]}
-    out["val_criterion"] = (out["val_syn_iauroc"] + out["val_syn_pauroc"]) / 2
-    cache.write_text(json.dumps(out, indent=2))
-    return out
+def tested(args: argparse.Namespace, out: Path) -> tuple[dict[str, float], float]:
+    """(test metrics, mean s/epoch) of a finished run; its test is cached in metrics.json."""
+    metrics_file = out / "metrics.json"  # a finished run folder is never retrained, so its test stands
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())["metrics"]
+    else:
+        metrics = api.test(out, device=args.device, progress=False, n_overlays=0)["metrics"]
+    secs = [h["seconds"] for h in json.loads((out / "run.json").read_text()).get("history", [])]
+    return metrics, statistics.mean(secs) if secs else math.nan
 
 
 # ----------------------------------------------------------------------------- timing
@@ -231,18 +182,32 @@ def part_ablations(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_lambda(args: argparse.Namespace) -> dict[str, Any]:
-    d, rows = args.ablation_dataset, []
-    for lam in args.lambdas:
-        for s in range(args.lambda_seeds):
-            row = run_one(args, d, "rd", {}, s) if lam == 0 else run_one(args, d, "rd_var", {**VAR, "variance_weight": lam}, s)
-            rows.append({**row, "lambda": lam, **validation_criterion(args, row)})
-    by_lam = {lam: [r for r in rows if r["lambda"] == lam] for lam in args.lambdas}
-    crit = {lam: (statistics.mean(r["val_criterion"] for r in rs), -statistics.mean(r["val_l_model"] for r in rs))
-            for lam, rs in by_lam.items()}
-    best = max(crit.values())[0]
-    chosen = max((lam for lam in crit if crit[lam][0] >= best - 1e-4), key=lambda lam: crit[lam][1])
-    by_loss = max(crit, key=lambda lam: crit[lam][1])
-    return {"dataset": d, "rows": rows, "chosen": chosen, "chosen_by_val_l_model_alone": by_loss}
+    """λ chosen by ``distillad.tune`` on validation images only; then every λ's run is tested."""
+    d = args.ablation_dataset
+    path, category, size = data_of(args, d)
+    dtd = args.data_root / "dtd" / "images"  # textures of the validation defects
+    kw = {"teacher": args.teacher} if args.teacher else {}
+    res = tune("rd_var", path, args.runs / d / f"lambda-tune-bs16-e{args.epochs}-px{size}",
+               grid={"variance_weight": args.lambdas}, seeds=range(args.lambda_seeds), synthesis="draem",
+               tie_loss="loss_rd", progress=False, category=category, epochs=args.epochs, batch_size=16,
+               image_size=size, device=args.device, textures=dtd if dtd.is_dir() else None, **kw)
+    return lambda_part(args, d, res)
+
+
+def lambda_part(args: argparse.Namespace, dataset: str, res: dict[str, Any]) -> dict[str, Any]:
+    """The λ part's rows from a tune result: validation numbers in %, and each run's test metrics."""
+    rows = []
+    for r in res["rows"]:
+        for run in r["runs"]:
+            metrics, s_per_epoch = tested(args, Path(run["run"]))
+            rows.append({"dataset": dataset, "model": "rd_var", "lambda": r["values"]["variance_weight"],
+                         "seed": run["seed"], "run": run["run"], "s_per_epoch": s_per_epoch,
+                         **{k: 100 * metrics[k] for k, _ in METRICS}, "val_l_model": run["val_loss_rd"],
+                         "val_syn_iauroc": 100 * run["image_auroc"], "val_syn_pauroc": 100 * run["pixel_auroc"],
+                         "val_criterion": 100 * run["criterion"]})
+    by_loss = min(res["rows"], key=lambda r: r["val_loss_rd"])["values"]["variance_weight"]
+    return {"dataset": dataset, "rows": rows, "chosen": res["chosen"]["variance_weight"],
+            "chosen_by_val_l_model_alone": by_loss}
 
 
 # ----------------------------------------------------------------------------- tables
@@ -325,7 +290,8 @@ def render(res: dict[str, Any], meta: dict[str, Any]) -> str:
             L.append("")
     if "lambda" in res:
         lam = res["lambda"]
-        L += [f"## λ sweep on {lam['dataset']} (λ = 0 is rd), chosen on validation good images only\n",
+        L += [f"## λ sweep on {lam['dataset']} (λ = 0 trains as rd), chosen on validation good images only "
+              "(`distillad tune`)\n",
               "Criterion: mean of image and pixel AUROC on the validation good images vs. the same images with "
               "synthetic defects (higher is better; ties → lower val L_model). Test metrics are reported for every "
               "λ but play no part in the choice.\n",
@@ -369,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mt-image-size", type=int, default=None, help="Magnetic Tile image size (default: --image-size)")
     ap.add_argument("--part", choices=("main", "timing", "ablations", "lambda", "all"), default="all")
     ap.add_argument("--lambdas", default="0,0.1,0.5,1,2,5,20,100",
-                    help="0 = rd; 1.0 is rd_var's default; 20 and 100 because L_var is ~1e-5 after epoch 1")
+                    help="0 = no L_var (trains as rd); 1.0 is rd_var's default; 20 and 100 because L_var is ~1e-5 after epoch 1")
     ap.add_argument("--lambda-seeds", type=int, default=1)
     ap.add_argument("--ablation-dataset", default="bottle")
     ap.add_argument("--teacher", default=None, help="teacher for both models (default: the library's)")

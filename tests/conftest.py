@@ -27,3 +27,14 @@ def data_root() -> Path:
     if root is None:
         pytest.skip("real data not found: set DISTILLAD_DATA or place it at ../shared/data")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared CPU, spinning OpenMP workers make tiny forwards
+    many times slower (seconds instead of tens of ms)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

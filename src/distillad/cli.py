@@ -1,4 +1,4 @@
-"""Command line: ``distillad train | test | predict | demo | benchmark | synth-preview | export``.
+"""Command line: ``distillad train | tune | test | predict | demo | benchmark | synth-preview | export``.
 
 Flags map 1:1 to keywords: ``--epochs`` is ``train(epochs=)``; a method's own keywords
 (``--teacher``, ``--lr``, ``--sigma`` ...) are read from its constructor's signature and typed
@@ -8,6 +8,9 @@ bool → ``--x/--no-x``, Literal → choices, ``tuple[float, float]`` → two va
 ``train --print-config`` writes the whole run as YAML; ``train --config FILE`` runs such a file,
 flags given with it overriding it (``distillad.config``). Unknown flags are errors. Bad input
 ends with one line naming the flag or file and the problem, no stack trace.
+
+``tune`` takes train's flags plus ``--grid KEY=V1,V2`` (repeatable: a cartesian product) and
+trains and scores every candidate on validation images only (``distillad.tune``).
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from typing import Any, Callable, Sequence
 
 from .config import (FLAG_PATHS, FOREGROUNDS, LOGGERS, Param, config_from_args, dump_config, load_config,
                      model_params, peek_model, train_kwargs)
-from .errors import DistilladError
+from .errors import ConfigError, DistilladError
 
 __all__ = ["main", "build_parser", "parse_args", "parse_train_config"]
 
 
 _NONE = "none"
+_TUNE_HELP = ("Train one run per candidate of --grid (train's flags fix the rest) and score it on the validation "
+              "good images vs. their synthetic defects: criterion = mean of image and pixel AUROC; ties go to "
+              "the lower validation --tie-loss, then the method's default, then grid order. Test images are "
+              "never read. Finished candidates are reused: rerun the same command to resume.")
 
 
 def _convert(kind: str, nullable: bool, choices: tuple[Any, ...] = ()) -> Callable[[str], Any]:
@@ -108,24 +115,17 @@ def _tuple_value(p: Param, values: list[str]) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
-def build_parser(model: str | None = None) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="distillad", description=__doc__.split("\n")[0])
-    ap.add_argument("--version", action="version", version=_version())
-    ap.add_argument("-v", "--verbose", action="store_true", help="log details and show stack traces")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a method on good images into a run folder", allow_abbrev=False,
-                       description="Flags override --config; unset ones are the method's paper settings.")
-    S = argparse.SUPPRESS  # unset flags stay unset, so a --config file's values show through
-    t.add_argument("--config", help="YAML file of a run (see --print-config); flags given here override it")
-    t.add_argument("--print-config", action="store_true",
-                   help="print the full configuration as YAML and exit without training")
+def _add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags of one training run, shared by ``train`` and ``tune``; unset ones stay unset, so a
+    ``--config`` file's values show through."""
+    S = argparse.SUPPRESS
+    t.add_argument("--config", help="YAML file of a run (see train --print-config); flags given here override it")
     t.add_argument("--model", default=S, help="method name (see `distillad models`)")
     t.add_argument("--data", default=S, help="dataset root or category folder")
     t.add_argument("--category", default=S, help="category inside the dataset root (MVTec AD, VisA, ...)")
     t.add_argument("--layout", default=S,
                    help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, folder")
-    t.add_argument("--out", default=S, help="run folder to create (or continue with --resume)")
+    t.add_argument("--out", default=S, help=out_help)
     t.add_argument("--epochs", type=int, default=S, help="default: the method's paper setting")
     t.add_argument("--batch-size", type=int, default=S, help="default: the method's paper setting")
     t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
@@ -143,10 +143,38 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
                    help="foreground masks for synthetic anomalies; default: the method's paper preset")
     t.add_argument("--logger", choices=LOGGERS, default=S,
                    help="log losses and validation overlays into the run folder (default: off)")
+
+
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="distillad", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=_version())
+    ap.add_argument("-v", "--verbose", action="store_true", help="log details and show stack traces")
+    sub = ap.add_subparsers(dest="command", required=True)
+    from .tune import SYNTHESIS_PRESETS
+
+    t = sub.add_parser("train", help="train a method on good images into a run folder", allow_abbrev=False,
+                       description="Flags override --config; unset ones are the method's paper settings.")
+    _add_run_flags(t, "run folder to create (or continue with --resume)")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the full configuration as YAML and exit without training")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    t.set_defaults(_parser=t, _model_params={})
-    if model is not None:
-        t.set_defaults(_model_params=_add_model_flags(t, model))
+
+    u = sub.add_parser("tune", help="choose method keywords on validation images (good + synthetic defects)",
+                       allow_abbrev=False, description=_TUNE_HELP)
+    _add_run_flags(u, "folder for tune.json, tune.md and runs/<candidate>/ (rerun to resume)")
+    u.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a method keyword and its values (typed like its flag; tuple items joined by ':'); "
+                        "repeat for a cartesian product")
+    u.add_argument("--seeds", type=int, nargs="+", default=None, help="train every candidate with each seed "
+                   "(instead of --seed); the criterion is averaged over them")
+    u.add_argument("--synthesis", choices=sorted(SYNTHESIS_PRESETS), default="draem",
+                   help="synthetic defects of the validation images (default: draem)")
+    u.add_argument("--tie-loss", default="loss", metavar="KEY",
+                   help="validation loss term that breaks criterion ties (default: loss, the total)")
+    for parser in (t, u):
+        parser.set_defaults(_parser=parser, _model_params={})
+        if model is not None:
+            parser.set_defaults(_model_params=_add_model_flags(parser, model))
 
     e = sub.add_parser("test", help="evaluate a run on its dataset's test split")
     e.add_argument("--run", required=True)
@@ -247,13 +275,16 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     return config_from_args(model, given, model_kwargs, base, source=source)
 
 
+_RUN_VERBS = ("train", "tune")  # verbs that take a method's own flags
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """argv → namespace, with the flags of the method that ``--model`` (or the ``--config`` file) names."""
     argv = list(argv)
     verb, model, config_file = _scan(argv)
-    if verb == "train" and model is None and config_file:
+    if verb in _RUN_VERBS and model is None and config_file:
         model = peek_model(config_file)
-    return build_parser(model if verb == "train" else None).parse_args(argv)
+    return build_parser(model if verb in _RUN_VERBS else None).parse_args(argv)
 
 
 def parse_train_config(argv: Sequence[str]) -> dict[str, Any]:
@@ -278,6 +309,8 @@ def run(argv: Sequence[str]) -> int:
         print(f"trained {spec['method']} for {len(spec.get('history', []))} epochs → {cfg['out']}"
               f" (threshold {cal.get('image_threshold', float('nan')):.4g} from {cal.get('n_val', 0)} validation images)")
         return 0
+    if args.command == "tune":
+        return _tune(args)
     from . import api
     if args.command == "test":
         out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size)
@@ -306,6 +339,64 @@ def run(argv: Sequence[str]) -> int:
     elif args.command == "benchmark":
         from .benchmark import run_from_args
         run_from_args(args)
+    return 0
+
+
+def _grid(model: str, items: Sequence[str]) -> dict[str, list[Any]]:
+    """``--grid KEY=V1,V2,...`` strings → {keyword: values}, each value typed from the constructor's hint
+    exactly as the keyword's own flag would type it (``none`` for None; tuple items joined by ``:``)."""
+    from .tune import grid_params
+    if not items:
+        raise ConfigError("tune: give at least one --grid KEY=V1,V2,... (a keyword of the method and its values)")
+    pairs = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (for example variance_weight=0,1,2)")
+        pairs.append((key, values))
+    params = grid_params(model, [k for k, _ in pairs])
+    grid: dict[str, list[Any]] = {}
+    for key, values in pairs:
+        p = params[key]
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
+        if p.kind == "any":
+            raise ConfigError(f"--grid {key}: model {model!r}'s keyword {key!r} has no command-line form "
+                              "(use distillad.tune.tune from Python)")
+        words = [v.strip() for v in values.split(",")] if values.strip() else []
+        if not words or "" in words:
+            raise ConfigError(f"--grid {key}: {'an empty value' if words else 'no values'} in {values!r}")
+        grid[key] = []
+        for w in words:
+            try:
+                grid[key].append(_tuple_value(p, w.split(":")) if p.kind == "tuple" else
+                                 _convert(p.kind, p.nullable, p.choices)(w))
+            except argparse.ArgumentTypeError as e:  # a choice: the message lists them
+                raise ConfigError(f"--grid {key}: {e}") from None
+            except ValueError as e:
+                msg = str(e) if p.kind == "tuple" else f"invalid {p.kind} value: {w!r}"
+                raise ConfigError(f"--grid {key}: {msg}") from None
+    return grid
+
+
+def _tune(args: argparse.Namespace) -> int:
+    """``distillad tune``: the fixed run settings as for train, the grid's keywords left to the grid."""
+    from .tune import render, tune
+    given = {p.name for dest, p in args._model_params.items() if hasattr(args, dest)}
+    cfg = _train_config(args)
+    grid = _grid(cfg["model"], args.grid)
+    both = sorted(given & set(grid))
+    if both:
+        raise ConfigError(f"--grid {both[0]}: also given as --{both[0].replace('_', '-')}; give it in one place")
+    if args.seeds is not None and hasattr(args, "seed"):
+        raise ConfigError("tune: give --seed or --seeds, not both")
+    kw = train_kwargs(cfg)
+    seed = kw.pop("seed")
+    fixed = {k: v for k, v in kw.items() if k not in grid}
+    res = tune(grid=grid, seeds=args.seeds or [seed], synthesis=args.synthesis, tie_loss=args.tie_loss, **fixed)
+    print(render(res))
+    print(f"written: {Path(cfg['out']) / 'tune.json'}, tune.md, runs/")
     return 0
 
 

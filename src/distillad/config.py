@@ -22,11 +22,12 @@ from typing import Any, Literal, Union
 import yaml
 
 from .errors import ConfigError
+from .synthesis.foreground import FOREGROUND_METHODS
 
 __all__ = ["Param", "param_spec", "model_params", "config_schema", "load_config", "peek_model",
            "config_from_args", "dump_config", "train_kwargs", "FLAG_PATHS", "FOREGROUNDS", "LOGGERS"]
 
-FOREGROUNDS = ("grabcut", "otsu", "none")
+FOREGROUNDS = FOREGROUND_METHODS
 LOGGERS = ("tensorboard", "mlflow")
 
 #: flat ``api.train`` keyword (= CLI flag) → (section, key) in the file; defaults are api.train's

@@ -91,6 +91,11 @@ def _datasets(model: DistillationModel, data: Dataset | Mapping[str, Dataset],
     return sets
 
 
+def _n_batches(n: int, batch_size: int) -> int:
+    """Batches of one pass: a last batch of a single image is dropped (BatchNorm cannot train on it)."""
+    return n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size)
+
+
 def _enter_phase(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) -> None:
     """Train ``phase.modules``; freeze everything else: no gradient, eval mode (BatchNorm statistics fixed)."""
     model.eval()
@@ -102,6 +107,7 @@ def _enter_phase(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) 
         mod.train()
         for p in mod.parameters():
             p.requires_grad_(trainable[id(p)])
+    model.training = True  # the model itself is "training" (a method may test self.training); its frozen parts are not
 
 
 def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: TrainConfig,
@@ -139,7 +145,7 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
                 atomic_write_bytes(run_dir / "train_log.jsonl",
                                    "".join(json.dumps(r) + "\n" for r in history).encode())
     sizes = {ph.name: ph.batch_size or cfg.batch_size for ph in phases}
-    per_step = [math.ceil(len(sets[s.phase.data]) / sizes[s.phase.name]) for s in steps]  # type: ignore[arg-type]
+    per_step = [_n_batches(len(sets[s.phase.data]), sizes[s.phase.name]) for s in steps]  # type: ignore[arg-type]
     offsets = np.cumsum([0] + per_step).tolist()  # global batch index of each step's first batch (logger x-axis)
     bar = _progress(sum(per_step[start:]), f"train {model.model_name or type(model).__name__}", progress)
     try:
@@ -172,7 +178,7 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
     if hasattr(data, "set_epoch"):
         data.set_epoch(step.index)  # type: ignore[attr-defined]
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers,
-                        drop_last=len(data) % batch_size == 1)  # type: ignore[arg-type]
+                        drop_last=len(data) % batch_size == 1)  # type: ignore[arg-type]  (as _n_batches)
     _enter_phase(model, ph, trainable)
     loss_fn = getattr(model, ph.loss)
     sums: dict[str, float] = {}

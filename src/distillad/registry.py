@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch.nn as nn
 
 from .errors import ConfigError
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "model_class", "model_signature",
-           "model_type_hints", "bind_model_kwargs", "rebuild_model", "registered_name"]
+           "model_type_hints", "bind_model_kwargs", "check_choices", "rebuild_model", "registered_name"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _CLASSES: dict[str, type] = {}
@@ -93,6 +93,19 @@ def bind_model_kwargs(cls: type, args: tuple = (), kwargs: dict[str, Any] | None
     out = dict(bound.arguments)
     out.pop(next(iter(sig.parameters)))  # self
     return out
+
+
+def check_choices(cls: type, kwargs: dict[str, Any]) -> None:
+    """Every keyword hinted ``Literal[...]`` (or ``Literal[...] | None``) must be one of its values:
+    validated once here for every method, with a message naming the keyword and the bad value."""
+    hints = typing.get_type_hints(cls.__init__)
+    for k, v in kwargs.items():
+        hint = hints.get(k)
+        args = typing.get_args(hint)
+        lits = args if typing.get_origin(hint) is Literal else tuple(
+            x for a in args if typing.get_origin(a) is Literal for x in typing.get_args(a))
+        if lits and v not in lits and not (v is None and type(None) in args):
+            raise ConfigError(f"{k} must be one of {', '.join(map(repr, lits))}, got {v!r}")
 
 
 def _coerce(value: Any, hint: Any) -> Any:

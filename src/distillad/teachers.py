@@ -258,6 +258,11 @@ class Teacher(nn.Module):
         self.out_indices = tuple(out_indices)
         self.body = build_backbone(name, out_indices)
         if str(weights) == "random":
+            # the same random teacher every time it is built (a run reloads the teacher it trained with);
+            # the global generator still advances as for a pretrained teacher, so students initialise alike
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little"))
+                self.body.load_state_dict(build_backbone(name, out_indices).state_dict())
             self.weights_sha256 = "random"
         else:
             sd, self.weights_sha256 = resolve_teacher_state_dict(name, weights, sha256)

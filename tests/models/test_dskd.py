@@ -29,16 +29,6 @@ def _n(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, spinning OpenMP workers make these tiny
-    forwards 100× slower (seconds instead of tens of ms)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))

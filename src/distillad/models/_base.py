@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ..maps import gaussian_blur, max_score
 from ..phases import Phase
-from ..registry import bind_model_kwargs, registered_name
+from ..registry import bind_model_kwargs, check_choices, registered_name
 from ..teachers import Teacher
 
 __all__ = ["DistillationModel"]
@@ -30,7 +30,9 @@ class DistillationModel(nn.Module):
 
     Every instance records its constructor's keywords with defaults applied (``model_kwargs``)
     and its registry name (``model_name``), however it was built, so any model can be
-    checkpointed and rebuilt exactly.
+    checkpointed and rebuilt exactly; keywords hinted ``Literal[...]`` are validated here.
+    During a training phase ``self.training`` is True on the model itself while its frozen
+    submodules are in eval mode, so a method may test it for training-only behaviour.
     """
 
     #: training settings of the paper, used by the engine unless the user overrides them
@@ -49,6 +51,8 @@ class DistillationModel(nn.Module):
             full = bind_model_kwargs(cls, args, kwargs)
         except TypeError:  # __init__ raises the proper error
             full = None
+        if full is not None:
+            check_choices(cls, full)  # every Literal-hinted mode, validated once for all methods
         object.__setattr__(self, "model_kwargs", full)
         object.__setattr__(self, "model_name", registered_name(cls))
         return self

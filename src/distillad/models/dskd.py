@@ -115,10 +115,6 @@ class DSKD(DistillationModel):
         out_indices = tuple(out_indices)
         if len(out_indices) != 3:
             raise ConfigError(f"dskd needs exactly 3 teacher stages, got out_indices={out_indices}")
-        if structure not in STRUCTURES:
-            raise ConfigError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
-        if maps not in MAPS:
-            raise ConfigError(f"maps must be one of {', '.join(MAPS)}, got {maps!r}")
         if dfe_blocks is not None and dfe_blocks < 1:
             raise ConfigError(f"dfe_blocks must be >= 1, got {dfe_blocks}")
         self.lam, self.structure, self.maps, self.independent = lam, structure, maps, independent

@@ -17,7 +17,6 @@ from typing import Any, Iterable, Literal
 
 import torch
 
-from ..errors import ConfigError
 from ..losses import normalized_mse_loss
 from ..maps import Combine, check_combine, combine_maps, normalized_l2_distance
 from ..registry import register_model
@@ -38,8 +37,6 @@ class STFPM(DistillationModel):
                  weight_decay: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
                  combine: Combine = "product") -> None:
         super().__init__(lr, betas, sigma)
-        if optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         self.optimizer, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
         self.combine = check_combine(combine)
         out_indices = tuple(out_indices)
