@@ -79,7 +79,7 @@ Our choices where the paper is silent, and differences:
 from __future__ import annotations
 
 import copy
-from typing import Literal, Sequence, get_args
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -160,10 +160,6 @@ class DMDD(DistillationModel):
         out_indices = tuple(out_indices)
         if not out_indices:
             raise ConfigError("dmdd needs at least one teacher stage, got out_indices=()")
-        if losses not in BRANCHES:
-            raise ConfigError(f"losses must be one of {', '.join(map(repr, BRANCHES))}, got {losses!r}")
-        if split_init not in get_args(SplitInit):
-            raise ConfigError(f"split_init must be 'identity' or 'random', got {split_init!r}")
         for name, value in (("top_k", top_k), ("msn_epochs", msn_epochs), ("ca_reduction", ca_reduction),
                             ("global_size", global_size)):
             if value < 1:
