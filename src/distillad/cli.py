@@ -306,7 +306,8 @@ def run(argv: Sequence[str]) -> int:
         from . import api
         spec = api.train(**train_kwargs(cfg), resume=args.resume)
         cal = spec.get("calibration", {})
-        print(f"trained {spec['method']} for {spec['train']['epochs']} epochs ({len(spec.get('history', []))} phase passes) → {cfg['out']}"
+        epochs = spec.get("train", {}).get("epochs", len(spec.get("history", [])))
+        print(f"trained {spec['method']} for {epochs} epochs ({len(spec.get('history', []))} phase passes) → {cfg['out']}"
               f" (threshold {cal.get('image_threshold', float('nan')):.4g} from {cal.get('n_val', 0)} validation images)")
         return 0
     if args.command == "tune":
