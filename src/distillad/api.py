@@ -111,11 +111,13 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
 def _log_validation_overlays(track: Any, val_set: AnomalyDataset, device: str,
                              then: Callable[[Any, Any], None] | None, n: int = 4) -> Callable[[Any, Any], None]:
     """Hook logging heat maps of the first ``n`` validation (good) images after every step, scaled by their own maps."""
+    dev = resolve_device(device)
+    items = [val_set[i] for i in range(min(n, len(val_set)))]  # the same images after every step
+    batch = torch.stack([it["image"] for it in items])
+
     def hook(step: Any, model: Any) -> None:
-        items = [val_set[i] for i in range(min(n, len(val_set)))]
         with torch.no_grad():
-            maps, _ = model.to(resolve_device(device)).eval().predict(
-                torch.stack([it["image"] for it in items]).to(resolve_device(device)))
+            maps, _ = model.eval().predict(batch.to(dev))
         maps = maps[:, 0].float().cpu().numpy()
         vmin, vmax = float(maps.min()), float(maps.max())
         strip = overlay_strip([it["image"].numpy() for it in items], list(maps), vmin, vmax,

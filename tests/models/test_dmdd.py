@@ -21,7 +21,9 @@ from distillad.models._dmdd_blocks import PyramidPath, cut_stages
 from distillad.models.dmdd import aim_loss, ngm_loss, seg_loss, topk_mean
 from distillad.teachers import build_backbone
 
-SIZE = 64
+from helpers import n_params as _n  # noqa: E402  (tests/ is on sys.path)
+
+SIZE = 64  # the ``images`` fixture (tests/models/conftest.py) is SIZE x SIZE
 
 
 def _model(**kw):
@@ -29,13 +31,6 @@ def _model(**kw):
     return create_model("dmdd", teacher_weights="random", **kw)
 
 
-def _n(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])

@@ -17,7 +17,9 @@ from distillad import create_model
 from distillad.errors import ConfigError
 from distillad.models.dskd import dskd_loss, dskd_map
 
-SIZE = 64
+from helpers import n_params as _n  # noqa: E402  (tests/ is on sys.path)
+
+SIZE = 64  # the ``images`` fixture (tests/models/conftest.py) is SIZE x SIZE
 
 
 def _model(teacher: str = "resnet18", **kw):
@@ -25,13 +27,6 @@ def _model(teacher: str = "resnet18", **kw):
     return create_model("dskd", teacher=teacher, teacher_weights="random", **kw)
 
 
-def _n(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("teacher, chans, c_emb", [("resnet18", [64, 128, 256], 512),

@@ -16,7 +16,9 @@ from distillad.maps import cosine_distance
 from distillad.models.dskd_fusion import FUSION_MODES, dice_loss
 from distillad.phases import param_groups, validate_phases
 
-SIZE = 64
+from helpers import n_params as _n  # noqa: E402  (tests/ is on sys.path)
+
+SIZE = 64  # the ``images`` fixture (tests/models/conftest.py) is SIZE x SIZE
 
 
 def _model(**kw):
@@ -24,13 +26,6 @@ def _model(**kw):
     return create_model("dskd_fusion", teacher_weights="random", **kw)
 
 
-def _n(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module")
