@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from distillad import api
-from distillad.checkpoint import FORMAT_VERSION, atomic_write_json, load_run, load_weights, read_json, save_weights
+from distillad.checkpoint import (
+    FORMAT_VERSION,
+    atomic_write_json,
+    load_run,
+    load_weights,
+    read_json,
+    save_weights,
+)
 from distillad.errors import CheckpointError
+from distillad.run_schema import seal
 
 SMALL = dict(epochs=2, batch_size=4, image_size=64, teacher_weights="random", progress=False)
 
@@ -76,7 +84,7 @@ def test_invalid_safetensors_is_a_clear_error(tmp_path):
 
 def test_existing_run_is_never_overwritten(trained_run, tiny_data):
     before = (trained_run / "model.safetensors").read_bytes()
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(CheckpointError, match="a finished run is here"):
         api.train("rd", tiny_data, trained_run, **SMALL)
     with pytest.raises(CheckpointError, match="different settings"):
         api.train("rd", tiny_data, trained_run, resume=True, **dict(SMALL, epochs=3))
@@ -144,7 +152,7 @@ def test_run_with_a_keyword_this_version_lacks_is_refused(trained_run, tmp_path)
     shutil.copytree(trained_run, run)
     spec = read_json(run / "run.json")
     spec["model_kwargs"]["warp_factor"] = 9
-    atomic_write_json(run / "run.json", spec)
+    atomic_write_json(run / "run.json", seal(spec))  # as a future version would write it
     with pytest.raises(CheckpointError, match="no keyword 'warp_factor'"):
         load_run(run)
 

@@ -151,11 +151,11 @@ def _write(f: Path, text: str) -> Path:
 
 
 def test_load_config_types(tmp_path):
-    f = _write(tmp_path / "c.yaml", "model: rd\nmodel_kwargs:\n  lr: 1\n  betas: [0.5, 1]\n  out_indices: [0, 1, 2]\n"
+    f = _write(tmp_path / "c.yaml", "model: rd\nmodel_kwargs:\n  lr: 1\n  betas: [0, 0]\n  out_indices: [0, 1, 2]\n"
                "data:\n  val_fraction: 0\n")
     cfg = load_config(f)
     mk = cfg["model_kwargs"]
-    assert type(mk["lr"]) is float and mk["betas"] == (0.5, 1.0) and all(type(b) is float for b in mk["betas"])
+    assert type(mk["lr"]) is float and mk["betas"] == (0.0, 0.0) and all(type(b) is float for b in mk["betas"])
     assert mk["out_indices"] == (0, 1, 2) and type(cfg["data"]["val_fraction"]) is float
     _write(f, "model: rd\nmodel_kwargs:\n  variance_weight: 1\n")
     with pytest.raises(ConfigError, match="c.yaml: unknown key 'model_kwargs.variance_weight'"):

@@ -118,7 +118,7 @@ def test_resume_reuses_finished_candidates(tuned, tiny_data, tmp_path, monkeypat
     (["--grid", "variance_weight=1,,2"], "--grid variance_weight: an empty value"),
     (["--grid", "variance_weight"], "expected KEY=V1,V2"),
     (["--grid", "variance_weight=1,1"], "'variance_weight' lists the value 1.0 twice"),
-    (["--grid", "variance_weight=-1,1"], "variance_weight must be >= 0"),
+    (["--grid", "variance_weight=-1,1"], "variance_weight (--variance-weight): -1.0 is less than the minimum of 0"),
     (["--grid", "variance_block=D1,D9"], "--grid variance_block: invalid choice: 'D9'"),
     (["--grid", "betas=0.5:0.9,0.5"], "--grid betas: expected 2 values, got 1"),
     (["--grid", "epochs=1,2"], "'epochs' is a train setting"),

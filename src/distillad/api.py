@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, finish_run, load_run, read_run_spec, write_run_spec
+from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, check_writable, finish_run,
+                         load_run, read_run_spec, remove_temporaries, run_lock, write_run_spec)
 from .data import AnomalyDataset, load_image, load_samples, train_val_split
 from .data.io import is_image_file
 from .engine import TrainConfig, calibrate, fit, infer, normalize_scores, resolve_device, seed_everything
@@ -43,6 +46,7 @@ def build_train_sets(model: Any, samples: Sequence[Any], image_size: int, seed: 
 def train(model: str, data: str | Path, out: str | Path, category: str | None = None, layout: str | None = None,
           epochs: int | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
           device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
+          overwrite: bool = False,
           num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
           foreground: str | None = None, logger: str | None = None,
           on_step_end: Callable[[Any, Any], None] | None = None, **model_kwargs: Any) -> dict[str, Any]:
@@ -51,8 +55,19 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     ``textures`` (a folder, e.g. DTD) and ``foreground`` (grabcut | otsu | none; None: the method's paper
     setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
     stored in run.json's ``data``. ``logger``: "tensorboard" or "mlflow" (off by default).
-    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data)."""
+    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
+    ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
+    there (and nothing else). One process at a time trains into a folder (a lock)."""
     out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: continue the run, or start over")
+    if not isinstance(k_sigma, (int, float)) or isinstance(k_sigma, bool) or not math.isfinite(k_sigma) or k_sigma < 0:
+        raise ConfigError(f"k_sigma must be a finite number >= 0, got {k_sigma!r}")
+    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    _refuse_inside(out, data, "the data folder")
+    if textures is not None:
+        _refuse_inside(out, textures, "the texture folder")
     if foreground is not None and foreground not in FOREGROUND_METHODS:
         raise ConfigError(f"foreground must be one of {', '.join(FOREGROUND_METHODS)}, got {foreground!r}")
     if textures is not None and not Path(textures).is_dir():
@@ -70,23 +85,63 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     train_s, val_s = train_val_split(samples, val_fraction, split_seed)
     if not train_s:
         raise DataError(f"{data}: no training images left after the validation split")
-    if (out / "run.json").exists():
+    with run_lock(out):
+        spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite)
+        if spec.get("finished"):
+            return spec
+        return _train_in(out, net, cfg, spec["run_id"], train_s, val_s, seed, textures, foreground, logger,
+                         device, resume, progress, on_step_end, k_sigma)
+
+
+def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
+    """No run is written into (or below) one of its inputs: its files would be read back as data."""
+    o, f = out.resolve(), Path(folder).resolve()
+    if o == f or f in o.parents:
+        raise ConfigError(f"--out {out}: inside {what} {folder}; write the run somewhere else "
+                          "(its files would mix with the input images)")
+
+
+def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any], data_spec: dict[str, Any],
+                     resume: bool, overwrite: bool) -> dict[str, Any]:
+    """The run.json to train under: a new one, or the existing one for ``resume``; refuses a folder
+    holding another run's files unless ``overwrite`` (then only those files are removed)."""
+    if overwrite:
+        for name in (*RUN_FILES, *TEST_OUTPUTS):
+            (out / name).unlink(missing_ok=True)
+        for sub in ("tensorboard", "mlruns"):
+            if (out / sub).is_dir():
+                shutil.rmtree(out / sub)
+    remove_temporaries(out)
+    if not (out / "run.json").exists():
+        stale = [n for n in (*RUN_FILES, *TEST_OUTPUTS) if (out / n).exists()]
+        if stale:
+            raise CheckpointError(f"{out}: holds {', '.join(stale)} of an earlier run but no run.json; pass "
+                                  "--overwrite to start over here (removing them) or choose another --out")
+        return write_run_spec(out, net, train_cfg, data_spec)
+    try:
         old = read_run_spec(out)
-        if not resume:
-            raise CheckpointError(f"{out}: a run already exists here; pass --resume to continue it or "
-                                  "choose another --out (nothing was overwritten)")
-        mine = json.loads(json.dumps({"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg,
-                                      "data": data_spec}, default=str))
-        theirs = {k: old.get(k) for k in mine}
-        if mine != theirs:
-            diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
-                          if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
-            raise CheckpointError(f"{out}: --resume with different settings than the run was started with "
-                                  f"(differs: {', '.join(diff) or 'method'})")
-        if old.get("finished"):
-            return old
-    else:
-        write_run_spec(out, net, train_cfg, data_spec)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (train --overwrite starts over in this folder)") from None
+    if not resume:
+        state = "a finished run" if old.get("finished") else "an unfinished run (--resume continues it)"
+        raise CheckpointError(f"{out}: {state} is here; pass --overwrite to start over (its files are removed) "
+                              "or choose another --out; nothing was changed")
+    mine = json.loads(json.dumps({"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg,
+                                  "data": data_spec}, default=str))
+    theirs = {k: old.get(k) for k in mine}
+    if mine != theirs:
+        diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
+                      if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
+        raise CheckpointError(f"{out}: --resume with different settings than the run was started with "
+                              f"(differs: {', '.join(diff) or 'method'})")
+    return old
+
+
+def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, train_s: Any, val_s: Any, seed: int,
+              textures: Any, foreground: str | None, logger: str | None, device: str, resume: bool,
+              progress: bool | None, on_step_end: Callable[[Any, Any], None] | None, k_sigma: float,
+              ) -> dict[str, Any]:
+    """Fit, calibrate on the validation good images and finish the run folder ``out``."""
     sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
     val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
     track = None
@@ -97,7 +152,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     if track is not None and val_set is not None:
         hook = _log_validation_overlays(track, val_set, device, on_step_end)
     try:
-        history = fit(net, sets, cfg, out, resume=resume, progress=progress, logger=track, on_step_end=hook)
+        history = fit(net, sets, cfg, out, resume=resume, progress=progress, logger=track, on_step_end=hook,
+                      run_id=run_id)
     finally:
         if track is not None:
             track.close()
@@ -145,9 +201,14 @@ def test(run: str | Path, data: str | Path | None = None, category: str | None =
     """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures."""
     run = Path(run)
     model, spec = load_run(run, resolve_device(device))
+    check_writable(run)  # its outputs go into the run folder: fail before the work, not after
     ds = _test_set(spec, data, category, layout)
     res = infer(model, ds, batch_size, device, progress)
     labels, scores = res["labels"].numpy(), res["scores"].numpy()
+    if not np.isfinite(scores).all():
+        bad = [p for p, v in zip(res["paths"], scores) if not np.isfinite(v)]
+        raise DataError(f"{bad[0]}: the model scored it {scores[res['paths'].index(bad[0])]} "
+                        f"({len(bad)} non-finite scores in all); no metric or decision is computed from them")
     has_masks = bool(res["masks"].sum() > 0)
     metrics = compute_metrics(labels, scores, res["masks"][:, 0].numpy().astype(bool) if has_masks else None,
                               res["maps"][:, 0].numpy() if has_masks else None, fpr_limit=fpr_limit)

@@ -11,36 +11,112 @@ A run folder holds
 - ``train_log.jsonl``: one line per step (phase, epoch, losses, seconds).
 ``model_kwargs`` is the constructor's full keyword set with defaults applied, so a later change of
 a default never silently rebuilds a different model; a keyword the current code does not accept
-is refused, naming it. Nothing is ever unpickled: loading = the method's class rebuilt from its
-stored keywords + safetensors tensors.
+is refused, naming it. ``run.json`` is checked against a schema and sealed by an integrity hash
+(``distillad.run_schema``); it names only files inside its own folder. Nothing in a run folder is
+ever unpickled: loading = the method's class rebuilt from its stored keywords + safetensors tensors.
+
+Files are written atomically (a temporary ``.NAME.XXXXXXXX.tmp`` in the same folder, fsync, rename)
+with the mode the umask gives, so a kill or a full disk never leaves a half-written file in place;
+an ``OSError`` while writing becomes a ``StorageError`` naming the file (disk full, read-only ...),
+and ``remove_temporaries`` clears what a kill left behind. ``run_lock`` keeps two processes from
+training into one folder (``filelock``: an OS lock, released when its process dies).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import CheckpointError
+from .errors import CheckpointError, StorageError
+from .run_schema import seal, validate_run_spec
 
 __all__ = [
     "FORMAT_VERSION", "atomic_write_bytes", "atomic_write_json", "read_json", "save_weights", "load_weights",
     "write_run_spec", "read_run_spec", "finish_run", "load_run", "save_training_state", "load_training_state",
-    "versions", "append_jsonl", "model_from_spec",
+    "versions", "append_jsonl", "model_from_spec", "storage_error", "check_writable", "remove_temporaries",
+    "run_lock", "RUN_FILES", "TEST_OUTPUTS",
 ]
 
-FORMAT_VERSION = 2  # 2: full model keywords, phase-aware trainer state
+FORMAT_VERSION = 3  # 2: full model keywords, phase-aware trainer state; 3: schema, integrity hash, run id
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
+LOCK_FILE = ".distillad.lock"
+#: what ``train`` writes into a run folder, and what ``test`` adds (``--overwrite`` removes exactly these)
+RUN_FILES = (RUN_FILE, WEIGHTS_FILE, "last.safetensors", "trainer_state.json", "train_log.jsonl")
+TEST_OUTPUTS = ("metrics.json", "scores.csv", "scores.png", "overlays.png")
+_TMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.tmp)?$")
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:  # read once: os.umask can only be read by setting it
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+def storage_error(path: str | Path, e: OSError) -> StorageError:
+    """An ``OSError`` met while writing ``path`` as one line saying what to do."""
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return StorageError(f"{path}: no space left on the device; nothing was replaced (an earlier version of "
+                            "the file, if any, is kept). Free some space and run the command again")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(f"{path}: cannot write here ({e.strerror}); choose a writable folder")
+    return StorageError(f"{path}: cannot write ({e.strerror or e})")
+
+
+def check_writable(folder: str | Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written in it, before any work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise storage_error(folder, e) from None
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write of one of ``folder``'s own files left."""
+    gone = []
+    for f in Path(folder).glob(".*"):
+        m = _TMP.match(f.name)
+        if m and f.is_file() and m.group("name") in RUN_FILES + TEST_OUTPUTS:
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder``'s lock for a training process; a second one is refused at once."""
+    from filelock import FileLock, Timeout
+    check_writable(folder)
+    lock = FileLock(str(Path(folder) / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CheckpointError(f"{folder}: another distillad process is training into this folder right now "
+                              "(it holds its lock); wait for it to finish or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def versions() -> dict[str, str]:
@@ -54,14 +130,21 @@ def versions() -> dict[str, str]:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise storage_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run folder is shared like any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise storage_error(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -73,8 +156,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Append one JSON line (a log; a torn last line is the only possible damage, and readers skip it)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row, default=_json_default) + "\n")
+    except OSError as e:
+        raise storage_error(path, e) from None
 
 
 def _json_default(o: Any) -> Any:
@@ -139,8 +225,9 @@ def write_run_spec(run_dir: str | Path, model: torch.nn.Module, train: dict[str,
                     "out_indices": list(teacher.out_indices),
                     "mean": teacher.mean.flatten().tolist(), "std": teacher.std.flatten().tolist()},
         "image_size": train["image_size"], "train": train, "data": data, "finished": False,
+        "run_id": uuid.uuid4().hex,
     }
-    atomic_write_json(Path(run_dir) / RUN_FILE, spec)
+    atomic_write_json(Path(run_dir) / RUN_FILE, seal(spec))
     return spec
 
 
@@ -151,13 +238,14 @@ def read_run_spec(run_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{run_dir}: run folder not found")
     spec = read_json(run_dir / RUN_FILE)
     fv = spec.get("format_version")
-    if fv != FORMAT_VERSION:
-        made = spec.get("versions", {}).get("distillad", "unknown")
-        raise CheckpointError(f"{run_dir}: run format {fv} (made by distillad {made}); this distillad "
+    if fv != FORMAT_VERSION or isinstance(fv, bool):
+        made = spec.get("versions", {}).get("distillad", "unknown") if isinstance(spec.get("versions"), dict) \
+            else "unknown"
+        what = f"{fv!r} (a {type(fv).__name__}, not an integer)" if not isinstance(fv, int) or isinstance(fv, bool) \
+            else str(fv)
+        raise CheckpointError(f"{run_dir}: run format {what} (made by distillad {made}); this distillad "
                               f"reads format {FORMAT_VERSION}. Retrain, or use the distillad version that made it.")
-    for key in ("method", "model_kwargs", "teacher", "image_size"):
-        if key not in spec:
-            raise CheckpointError(f"{run_dir / RUN_FILE}: missing field {key!r}")
+    validate_run_spec(spec, run_dir / RUN_FILE)
     return spec
 
 
@@ -169,7 +257,7 @@ def finish_run(run_dir: str | Path, model: torch.nn.Module, calibration: dict[st
     sha = save_weights(run_dir / WEIGHTS_FILE, model.student_state_dict())  # type: ignore[operator]
     spec.update(finished=True, weights={"file": WEIGHTS_FILE, "sha256": sha}, calibration=calibration,
                 history=history, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    atomic_write_json(run_dir / RUN_FILE, spec)
+    atomic_write_json(run_dir / RUN_FILE, seal(spec))
     return spec
 
 
@@ -185,9 +273,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[t
     if got != spec["teacher"]["weights_sha256"]:
         raise CheckpointError(f"{run_dir}: the teacher weights found now (SHA-256 {got}) are not the ones "
                               f"the run was trained with ({spec['teacher']['weights_sha256']})")
-    w = spec.get("weights") or {}
-    state = load_weights(run_dir / w.get("file", WEIGHTS_FILE), w.get("sha256"))
-    _load_student(model, state, run_dir / WEIGHTS_FILE)
+    w = spec["weights"]
+    path = run_dir / w["file"]  # the schema allows a plain file name only: never outside the folder
+    state = load_weights(path, w["sha256"])
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad!r} holds NaN/inf values; this model cannot score images")
+    _load_student(model, state, path)
     return model.to(device).eval(), spec
 
 
@@ -216,7 +308,7 @@ def _load_student(model: torch.nn.Module, state: dict[str, torch.Tensor], where:
 # ------------------------------------------------------------------------- resume
 
 def save_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                        step: Any, history: list[dict[str, Any]]) -> None:
+                        step: Any, history: list[dict[str, Any]], run_id: str | None = None) -> None:
     """Model and every phase's optimiser tensors to ``last.safetensors``, the rest to ``trainer_state.json``.
 
     ``step``: the ``phases.Step`` just finished (its index, phase and epoch are recorded)."""
@@ -235,13 +327,14 @@ def save_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers:
         optim_json[phase] = {"param_groups": opt["param_groups"], "scalars": scalars}
     sha = save_weights(run_dir / "last.safetensors", tensors)
     atomic_write_json(run_dir / "trainer_state.json", {
-        "format_version": FORMAT_VERSION, "step": step.index + 1, "phase": step.phase.name,
+        "format_version": FORMAT_VERSION, "run_id": run_id, "step": step.index + 1, "phase": step.phase.name,
         "phase_epoch": step.epoch + 1, "history": history, "sha256": sha, "optimizers": optim_json})
 
 
-def load_training_state(run_dir: str | Path, model: torch.nn.Module,
-                        optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any] | None:
+def load_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+                        run_id: str | None = None) -> dict[str, Any] | None:
     """Restore the last finished step's state into ``model`` and ``optimizers``; None if there is none.
+    ``run_id``: the run.json's id; a state saved for another run is refused.
 
     Returns {"step": number of finished steps, "history": log rows}."""
     run_dir = Path(run_dir)
@@ -252,6 +345,9 @@ def load_training_state(run_dir: str | Path, model: torch.nn.Module,
     if st.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by an incompatible distillad version (trainer state format "
                               f"{st.get('format_version')}, this version reads {FORMAT_VERSION})")
+    if st.get("run_id") != run_id:
+        raise CheckpointError(f"{path}: saved by another run (run id {st.get('run_id')}, this folder's run.json "
+                              f"has {run_id}); it cannot be resumed here: start over with --overwrite")
     saved = st.get("optimizers")
     if not isinstance(saved, dict) or set(saved) != set(optimizers):
         raise CheckpointError(f"{path}: saved for phases {sorted(saved or {})}, but the model declares "

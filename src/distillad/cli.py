@@ -158,6 +158,8 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--print-config", action="store_true",
                    help="print the full configuration as YAML and exit without training")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start over in --out: remove the run files found there first (nothing else)")
 
     u = sub.add_parser("tune", help="choose method keywords on validation images (good + synthetic defects)",
                        allow_abbrev=False, description=_TUNE_HELP)
@@ -304,7 +306,7 @@ def run(argv: Sequence[str]) -> int:
             sys.stdout.write(dump_config(cfg))
             return 0
         from . import api
-        spec = api.train(**train_kwargs(cfg), resume=args.resume)
+        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite)
         cal = spec.get("calibration", {})
         epochs = spec.get("train", {}).get("epochs", len(spec.get("history", [])))
         print(f"trained {spec['method']} for {epochs} epochs ({len(spec.get('history', []))} phase passes) → {cfg['out']}"

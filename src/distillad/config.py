@@ -54,10 +54,10 @@ _FIXED_SCHEMA: dict[str, dict[str, Any]] = {
              "split_seed": {"type": "integer"}, "textures": {"type": ["string", "null"]},
              "foreground": {"enum": [*FOREGROUNDS, None]}},
     "train": {"epochs": {"type": ["integer", "null"], **_MIN1}, "batch_size": {"type": ["integer", "null"], **_MIN1},
-              "image_size": {"type": ["integer", "null"], **_MIN1}, "seed": {"type": "integer"},
+              "image_size": {"type": ["integer", "null"], "minimum": 32, "maximum": 4096}, "seed": {"type": "integer"},
               "device": {"type": "string"}, "num_workers": {"type": "integer", "minimum": 0},
               "logger": {"enum": [*LOGGERS, None]}},
-    "calibration": {"k_sigma": {"type": "number"}},
+    "calibration": {"k_sigma": {"type": "number", "minimum": 0}},
 }
 _JSON_TYPE = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
 
@@ -171,20 +171,45 @@ def _param_schema(p: Param) -> dict[str, Any]:
     return s
 
 
+_SCHEMA_BOUND = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
+
+
+def _bounded(schema: dict[str, Any], bounds: list[tuple[str, float]]) -> dict[str, Any]:
+    """A keyword's schema with its ``distillad.hints`` bounds (on each item of an array)."""
+    if not bounds or not schema:
+        return schema
+    extra = {_SCHEMA_BOUND[op]: v for op, v in bounds}
+    out = dict(schema)
+    if "prefixItems" in out:
+        out["prefixItems"] = [{**it, **extra} for it in out["prefixItems"]]
+    elif "items" in out:
+        out["items"] = {**out["items"], **extra}
+    else:
+        out.update(extra)
+    return out
+
+
 def config_schema(model: str, complete: bool = False) -> dict[str, Any]:
     """JSON Schema of a config for ``model``; ``complete`` also requires model, data.path and out."""
-    from .registry import list_models
+    from .registry import keyword_bounds, list_models, model_class
 
     def section(props: dict[str, Any], required: list[str] = ()) -> dict[str, Any]:
         return {"type": "object", "properties": props, "additionalProperties": False,
                 **({"required": list(required)} if complete and required else {})}
 
+    bounds = keyword_bounds(model_class(model))
     props = {"model": {"enum": list_models()},
-             "model_kwargs": section({p.name: _param_schema(p) for p in model_params(model)}),
+             "model_kwargs": section({p.name: _bounded(_param_schema(p), bounds.get(p.name, []))
+                                      for p in model_params(model)}),
              **{k: section(v, ["path"] if k == "data" else []) for k, v in _FIXED_SCHEMA.items()},
              "out": {"type": "string"}}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             **section(props, ["model", "data", "out"] if complete else [])}
+
+
+def _param_schema_for(model: str) -> dict[str, Any]:
+    """The ``model_kwargs`` section's schema of ``model`` (``run_schema`` checks run.json with it)."""
+    return config_schema(model)["properties"]["model_kwargs"]
 
 
 def _key_error(source: str, err: Any, schema: dict[str, Any]) -> str:

@@ -25,12 +25,18 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import append_jsonl, atomic_write_bytes, load_training_state, save_training_state
-from .errors import ConfigError
+from .checkpoint import (append_jsonl, atomic_write_bytes, load_training_state, remove_temporaries,
+                         save_training_state)
+from .errors import ConfigError, TrainingError
 from .models._base import DistillationModel
 from .phases import Phase, Step, param_groups, plan, validate_phases
 
-__all__ = ["TrainConfig", "seed_everything", "resolve_device", "fit", "infer", "calibrate", "normalize_scores"]
+#: image sizes the teachers' five stride-2 stages handle (a 1-pixel last stage at 32), and a sane upper end
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
+
+__all__ = ["TrainConfig", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "seed_everything", "resolve_device", "fit", "infer",
+           "calibrate", "normalize_scores"]
+
 
 @dataclass
 class TrainConfig:
@@ -44,12 +50,26 @@ class TrainConfig:
     num_workers: int = 0
 
     def resolved(self, model: DistillationModel) -> "TrainConfig":
+        """Defaults filled in from the method, then every value checked (``ConfigError`` names it)."""
         d = dict(model.train_defaults)
         out = TrainConfig(**asdict(self))
         for k in ("epochs", "batch_size", "image_size"):
             if getattr(out, k) is None:
                 setattr(out, k, d[k])
+        out.check()
         return out
+
+    def check(self) -> None:
+        for k, lo, hi in (("epochs", 1, None), ("batch_size", 1, None), ("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+                          ("num_workers", 0, None), ("seed", None, None)):
+            v = getattr(self, k)
+            if v is None and k != "seed":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{k} must be an integer, got {v!r}")
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+                raise ConfigError(f"{k} must be {rng}, got {v}")
 
 
 def seed_everything(seed: int) -> None:
@@ -113,14 +133,15 @@ def _enter_phase(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) 
 def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: TrainConfig,
         run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
         logger: Any = None, on_step_end: Callable[[Step, DistillationModel], None] | None = None,
-        ) -> list[dict[str, Any]]:
+        run_id: str | None = None) -> list[dict[str, Any]]:
     """Train ``model`` through its declared phases for ``cfg.epochs``; returns the per-step log.
 
     ``data``: the normal training set, or {"normal": ..., "synthetic": ...} for methods with synthetic
     phases. With ``run_dir`` the state (weights, every phase's optimiser, the step reached) is saved
     atomically after every step and the log appended to ``train_log.jsonl``; ``resume`` continues
     from the last finished step. ``logger`` (``distillad.tracking``) receives every step's losses;
-    ``on_step_end(step, model)`` runs after each step's state is saved.
+    ``on_step_end(step, model)`` runs after each step's state is saved. ``run_id`` (the run.json's) is
+    recorded in the trainer state, and a state of another run is refused on resume.
     """
     cfg = cfg.resolved(model)
     device = resolve_device(cfg.device)
@@ -137,8 +158,9 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(run_dir)  # what a kill during an atomic write left
         if resume:
-            state = load_training_state(run_dir, model, optimizers)
+            state = load_training_state(run_dir, model, optimizers, run_id)
             if state is not None:
                 start, history = state["step"], state["history"]
                 # the log is rewritten from the saved state, so it holds each finished step exactly once
@@ -155,7 +177,7 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
                             offsets[step.index])  # type: ignore[operator]
             history.append(row)
             if run_dir is not None:  # state first: a kill between the two loses a log line, never a step
-                save_training_state(run_dir, model, optimizers, step, history)
+                save_training_state(run_dir, model, optimizers, step, history, run_id)
                 append_jsonl(run_dir / "train_log.jsonl", row)
             if on_step_end is not None:
                 on_step_end(step, model)
@@ -187,8 +209,9 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
     for i, batch in enumerate(loader):
         losses = loss_fn(_to(batch, device))
         if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"phase {ph.name!r}: loss became {losses['loss'].item()} "
-                                     f"at epoch {step.epoch + 1}")
+            raise TrainingError(f"phase {ph.name!r}: the loss became {losses['loss'].item()} at epoch "
+                                f"{step.epoch + 1} (learning rate too high?); the run folder keeps the last "
+                                "finished step: fix the settings and start over with --overwrite")
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
@@ -211,6 +234,8 @@ def infer(model: DistillationModel, dataset: Dataset, batch_size: int = 16, devi
           progress: bool | None = None, keep_maps: bool = True) -> dict[str, Any]:
     """Run ``model.predict`` over a dataset → dict(scores (N,), maps (N,1,H,W) or None,
     labels (N,), masks (N,1,H,W), paths, defects, seconds)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
     model.to(dev).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -237,6 +262,11 @@ def calibrate(scores: torch.Tensor, maps: torch.Tensor | None, k_sigma: float = 
     """Thresholds from validation GOOD images only: mean + k·std of their image scores and of
     their pixel values (for the defect mask). Test images never choose anything."""
     s = scores.double()
+    if not bool(torch.isfinite(s).all()):
+        raise TrainingError(f"{int((~torch.isfinite(s)).sum())} of {len(s)} validation scores are not finite: "
+                            "the model outputs NaN/inf (diverged training?); no threshold can be set")
+    if not math.isfinite(k_sigma) or k_sigma < 0:
+        raise ConfigError(f"k_sigma must be a finite number >= 0, got {k_sigma!r}")
     out = {"score_mean": float(s.mean()), "score_std": float(s.std(unbiased=True)) if len(s) > 1 else 0.0,
            "score_max": float(s.max()), "k_sigma": k_sigma, "n_val": int(len(s))}
     out["image_threshold"] = out["score_mean"] + k_sigma * out["score_std"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DistilladError", "DataError", "CheckpointError", "TeacherWeightsError", "ConfigError"]
+__all__ = ["DistilladError", "DataError", "CheckpointError", "TeacherWeightsError", "ConfigError", "TrainingError",
+           "StorageError"]
 
 
 class DistilladError(Exception):
@@ -23,3 +24,11 @@ class TeacherWeightsError(DistilladError):
 
 class ConfigError(DistilladError, ValueError):
     """An option has a value the method does not accept."""
+
+
+class TrainingError(DistilladError):
+    """Training cannot go on (the loss or the model's outputs became NaN/inf)."""
+
+
+class StorageError(DistilladError, OSError):
+    """A file cannot be written (read-only folder, permission, disk full); the message names it."""

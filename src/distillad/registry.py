@@ -11,6 +11,9 @@ so a run rebuilds exactly the model it trained, even after a default changes.
 from __future__ import annotations
 
 import inspect
+import math
+import operator
+import types
 import typing
 from typing import Any, Callable, Literal
 
@@ -19,7 +22,7 @@ import torch.nn as nn
 from .errors import ConfigError
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "model_class", "model_signature",
-           "model_type_hints", "bind_model_kwargs", "check_choices", "rebuild_model", "registered_name"]
+           "model_type_hints", "bind_model_kwargs", "check_choices", "check_bounds", "keyword_bounds", "rebuild_model", "registered_name"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _CLASSES: dict[str, type] = {}
@@ -106,6 +109,47 @@ def check_choices(cls: type, kwargs: dict[str, Any]) -> None:
             x for a in args if typing.get_origin(a) is Literal for x in typing.get_args(a))
         if lits and v not in lits and not (v is None and type(None) in args):
             raise ConfigError(f"{k} must be one of {', '.join(map(repr, lits))}, got {v!r}")
+
+
+_BOUNDS = {"gt": (operator.gt, ">"), "ge": (operator.ge, ">="), "lt": (operator.lt, "<"), "le": (operator.le, "<=")}
+
+
+def keyword_bounds(cls: type) -> dict[str, list[tuple[str, float]]]:
+    """{keyword: [(op, value), ...]} from ``Annotated[..., Gt(0)]``-style hints (``distillad.hints``);
+    op is one of gt, ge, lt, le. Looks through ``X | None``."""
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    out: dict[str, list[tuple[str, float]]] = {}
+    for k, hint in hints.items():
+        cands = [hint, *typing.get_args(hint)] if typing.get_origin(hint) in (typing.Union, types.UnionType) \
+            else [hint]
+        for h in cands:
+            for meta in getattr(h, "__metadata__", ()):
+                parts = list(meta) if hasattr(meta, "__iter__") else [meta]  # Interval groups Gt/Ge/Lt/Le
+                for m in parts:
+                    for op in _BOUNDS:
+                        if getattr(m, op, None) is not None:
+                            out.setdefault(k, []).append((op, getattr(m, op)))
+    return out
+
+
+def _floats(v: Any) -> list[Any]:
+    return [x for x in (v if isinstance(v, (tuple, list)) else [v]) if isinstance(x, (int, float))
+            and not isinstance(x, bool)]
+
+
+def check_bounds(cls: type, kwargs: dict[str, Any]) -> None:
+    """Every float keyword finite, every bounded keyword (``distillad.hints``) inside its bounds, each
+    element of a tuple; a ``ConfigError`` names the keyword and the value."""
+    bounds = keyword_bounds(cls)
+    for k, v in kwargs.items():
+        for x in _floats(v):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{k} must be a finite number, got {v!r}")
+            for op, lim in bounds.get(k, []):
+                fn, sym = _BOUNDS[op]
+                if not fn(x, lim):
+                    what = "each value of " + k if isinstance(v, (tuple, list)) else k
+                    raise ConfigError(f"{what} must be {sym} {lim}, got {v!r}")
 
 
 def _coerce(value: Any, hint: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -46,10 +47,12 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(np.asarray(rgb)[..., ::-1])):
-        raise OSError(f"{path}: could not write PNG")
+    """Write an RGB uint8 array as PNG, atomically (``checkpoint.atomic_write_bytes``)."""
+    from .checkpoint import atomic_write_bytes
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb)[..., ::-1]))
+    if not ok:
+        raise ValueError(f"{path}: could not encode the picture as PNG")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def overlay_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], vmin: float, vmax: float,
@@ -166,6 +169,8 @@ def plot_scores(path: str | Path, labels: np.ndarray, scores: np.ndarray, thresh
     ax2.set_title("image ROC")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    from .checkpoint import atomic_write_bytes
+    atomic_write_bytes(path, buf.getvalue())

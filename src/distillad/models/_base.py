@@ -11,7 +11,7 @@ so a method does no file I/O. Checkpoint I/O lives in ``checkpoint``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ..maps import gaussian_blur, max_score
 from ..phases import Phase
-from ..registry import bind_model_kwargs, check_choices, registered_name
+from ..registry import bind_model_kwargs, check_bounds, check_choices, registered_name
 from ..teachers import Teacher
 
 __all__ = ["DistillationModel"]
@@ -30,7 +30,8 @@ class DistillationModel(nn.Module):
 
     Every instance records its constructor's keywords with defaults applied (``model_kwargs``)
     and its registry name (``model_name``), however it was built, so any model can be
-    checkpointed and rebuilt exactly; keywords hinted ``Literal[...]`` are validated here.
+    checkpointed and rebuilt exactly; keywords hinted ``Literal[...]`` and the
+    bounded types of ``distillad.hints`` are validated here.
     During a training phase ``self.training`` is True on the model itself while its frozen
     submodules are in eval mode, so a method may test it for training-only behaviour.
     """
@@ -53,6 +54,7 @@ class DistillationModel(nn.Module):
             full = None
         if full is not None:
             check_choices(cls, full)  # every Literal-hinted mode, validated once for all methods
+            check_bounds(cls, full)  # finite floats, and the ranges of distillad.hints types
         object.__setattr__(self, "model_kwargs", full)
         object.__setattr__(self, "model_name", registered_name(cls))
         return self

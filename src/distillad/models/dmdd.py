@@ -85,6 +85,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..hints import Betas, NonNegativeFloat, PositiveFloat, PositiveInt
 from ..maps import combine_maps, cosine_distance, gaussian_blur
 from ..phases import Phase
 from ..registry import register_model
@@ -150,12 +151,12 @@ class DMDD(DistillationModel):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3, 4),
-                 lr: float = 0.005, betas: tuple[float, float] = (0.9, 0.999), sigma: float = 0.0,
+                 lr: PositiveFloat = 0.005, betas: Betas = (0.9, 0.999), sigma: NonNegativeFloat = 0.0,
                  losses: Losses = "both", pmn_inner: bool = True, pmn_outer: bool = True,
                  split_init: SplitInit = "identity", freeze_student_bn: bool = False, msn: bool = True,
-                 pyramid_upsampling: bool = True, multi_perception: bool = True, msn_epochs: int = 1,
-                 msn_lr: float = 0.005, top_k: int = 100, ca_reduction: int = 2, sa_kernel: int = 7,
-                 global_size: int = 256) -> None:
+                 pyramid_upsampling: bool = True, multi_perception: bool = True, msn_epochs: PositiveInt = 1,
+                 msn_lr: PositiveFloat = 0.005, top_k: PositiveInt = 100, ca_reduction: PositiveInt = 2,
+                 sa_kernel: PositiveInt = 7, global_size: PositiveInt = 256) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)
         if not out_indices:

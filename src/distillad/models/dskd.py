@@ -68,6 +68,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..layers import match_sizes, reverse_layout
 from ..maps import combine_maps
 from ..registry import register_model
@@ -108,8 +109,8 @@ class DSKD(DistillationModel):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
-                 lr: float = 0.001, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
-                 lam: float = 0.1, structure: Structure = "DS", dfe: bool = True, maps: MapStages = "all",
+                 lr: PositiveFloat = 0.001, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
+                 lam: NonNegativeFloat = 0.1, structure: Structure = "DS", dfe: bool = True, maps: MapStages = "all",
                  dfe_blocks: int | None = None, independent: bool = True, decoder_relu: bool = True) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)

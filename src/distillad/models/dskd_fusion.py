@@ -83,6 +83,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..hints import (
+    Betas,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativePair,
+    PositiveFloat,
+    PositiveInt,
+)
 from ..layers import ConvBNAct, conv1x1, match_sizes, reverse_layout
 from ..losses import flat_cosine_loss, normalized_mse_loss
 from ..maps import cosine_distance
@@ -172,10 +180,10 @@ class DSKDFusion(DistillationModel):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3, 4),
-                 lr: float = 0.005, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
-                 fusion: FusionMode = "learned", fusion_epochs: int = 50, fusion_lr: float = 0.005,
-                 fusion_relu: bool = True, manual_weights: tuple[float, float] = (1.0, 3.0),
-                 skip_ratio: float = 0.125, loss_form: LossForm = "position") -> None:
+                 lr: PositiveFloat = 0.005, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
+                 fusion: FusionMode = "learned", fusion_epochs: PositiveInt = 50, fusion_lr: PositiveFloat = 0.005,
+                 fusion_relu: bool = True, manual_weights: NonNegativePair = (1.0, 3.0),
+                 skip_ratio: Fraction = 0.125, loss_form: LossForm = "position") -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)
         if len(out_indices) < 3:

@@ -68,7 +68,15 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..layers import Block, ConvBNAct, ReverseDecoder, make_stage, match_sizes, reverse_layout
+from ..hints import Betas, NonNegativeFloat, PositiveFloat, PositiveInt
+from ..layers import (
+    Block,
+    ConvBNAct,
+    ReverseDecoder,
+    make_stage,
+    match_sizes,
+    reverse_layout,
+)
 from ..losses import flat_cosine_loss
 from ..maps import Combine, check_combine, combine_maps, cosine_distance
 from ..phases import Phase
@@ -177,9 +185,9 @@ class DTSNet(DistillationModel):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
-                 lr: float = 0.005, lr_reconstruction: float = 0.001, betas: tuple[float, float] = (0.5, 0.999),
-                 sigma: float = 4.0, noise_sigma: float = 0.1, tau: float = 1.0, mff: bool = True,
-                 apr: bool = True, maps: MapStages = "all", diversity: bool = True, ca_reduction: int = 32,
+                 lr: PositiveFloat = 0.005, lr_reconstruction: PositiveFloat = 0.001, betas: Betas = (0.5, 0.999),
+                 sigma: NonNegativeFloat = 4.0, noise_sigma: NonNegativeFloat = 0.1, tau: PositiveFloat = 1.0, mff: bool = True,
+                 apr: bool = True, maps: MapStages = "all", diversity: bool = True, ca_reduction: PositiveInt = 32,
                  combine: Combine = "sum", decoder_relu: bool = True) -> None:
         super().__init__(lr, betas, sigma)
         for bad, problem in [(len(out_indices) != 3, f"needs exactly 3 teacher stages, got out_indices={out_indices}"),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..layers import match_sizes, reverse_layout
 from ..losses import flat_cosine_loss
 from ..maps import Combine, check_combine, combine_maps, cosine_distance
@@ -52,7 +53,7 @@ class ReverseDistillation(DistillationModel):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
-                 lr: float = 0.005, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
+                 lr: PositiveFloat = 0.005, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
                  combine: Combine = "sum", decoder_relu: bool = True) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)

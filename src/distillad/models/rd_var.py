@@ -33,6 +33,7 @@ from typing import Literal, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..losses import flat_cosine_loss, variance_loss
 from ..maps import Combine
 from ..registry import register_model
@@ -55,8 +56,8 @@ class RDVariance(ReverseDistillation):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
-                 lr: float = 0.005, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
-                 combine: Combine = "sum", decoder_relu: bool = True, variance_weight: float = 1.0,
+                 lr: PositiveFloat = 0.005, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
+                 combine: Combine = "sum", decoder_relu: bool = True, variance_weight: NonNegativeFloat = 1.0,
                  variance_block: VarianceBlock = "D1", variance_distance: VarianceDistance = "cosine") -> None:
         if not variance_weight >= 0:
             raise ConfigError(f"variance_weight must be >= 0, got {variance_weight!r}")

@@ -13,10 +13,12 @@ Anomaly Detection", BMVC 2021. Upstream for comparison: anomalib ``models/image/
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal
 
 import torch
+from annotated_types import Interval
 
+from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..losses import normalized_mse_loss
 from ..maps import Combine, check_combine, combine_maps, normalized_l2_distance
 from ..registry import register_model
@@ -33,8 +35,9 @@ class STFPM(DistillationModel):
 
     def __init__(self, teacher: str = "efficientnet_lite0", teacher_weights: str | None = "auto",
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
-                 optimizer: Literal["sgd", "adam"] = "sgd", lr: float = 0.4, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), sigma: float = 4.0,
+                 optimizer: Literal["sgd", "adam"] = "sgd", lr: PositiveFloat = 0.4,
+                 momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+                 weight_decay: NonNegativeFloat = 1e-4, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
                  combine: Combine = "product") -> None:
         super().__init__(lr, betas, sigma)
         self.optimizer, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
