@@ -59,15 +59,13 @@ LOCK_FILE = ".distillad.lock"
 RUN_FILES = (RUN_FILE, WEIGHTS_FILE, "last.safetensors", "trainer_state.json", "train_log.jsonl")
 TEST_OUTPUTS = ("metrics.json", "scores.csv", "scores.png", "overlays.png")
 _TMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.tmp)?$")
-_UMASK: int | None = None
 
 
 def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:  # read once: os.umask can only be read by setting it
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
+    """The process's umask (it can only be read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def storage_error(path: str | Path, e: OSError) -> StorageError:

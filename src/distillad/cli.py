@@ -145,8 +145,15 @@ def _add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
                    help="log losses and validation overlays into the run folder (default: off)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (naming the flag and the value) plus where help is."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="distillad", description=__doc__.split("\n")[0])
+    ap = _Parser(prog="distillad", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=_version())
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show stack traces")
     sub = ap.add_subparsers(dest="command", required=True)
