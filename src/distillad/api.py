@@ -85,12 +85,15 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     train_s, val_s = train_val_split(samples, val_fraction, split_seed)
     if not train_s:
         raise DataError(f"{data}: no training images left after the validation split")
+    # every image is decoded before the run folder is touched: a corrupt file fails with nothing written
+    sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
+    val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
     with run_lock(out):
         spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite)
         if spec.get("finished"):
             return spec
-        return _train_in(out, net, cfg, spec["run_id"], train_s, val_s, seed, textures, foreground, logger,
-                         device, resume, progress, on_step_end, k_sigma)
+        return _train_in(out, net, cfg, spec["run_id"], sets, val_set, logger, device, resume, progress,
+                         on_step_end, k_sigma)
 
 
 def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
@@ -137,13 +140,10 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     return old
 
 
-def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, train_s: Any, val_s: Any, seed: int,
-              textures: Any, foreground: str | None, logger: str | None, device: str, resume: bool,
-              progress: bool | None, on_step_end: Callable[[Any, Any], None] | None, k_sigma: float,
-              ) -> dict[str, Any]:
+def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,
+              logger: str | None, device: str, resume: bool, progress: bool | None,
+              on_step_end: Callable[[Any, Any], None] | None, k_sigma: float) -> dict[str, Any]:
     """Fit, calibrate on the validation good images and finish the run folder ``out``."""
-    sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
-    val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
     track = None
     if logger is not None:
         from .tracking import make_logger

@@ -145,6 +145,13 @@ def _add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
                    help="log losses and validation overlays into the run folder (default: off)")
 
 
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (naming the flag and the value) plus where help is."""
 
@@ -211,7 +218,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--category")
     s.add_argument("--layout")
     s.add_argument("--out", required=True, help="PNG file to write")
-    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--n", type=_positive_int, default=8, help="number of samples (default: 8)")
     s.add_argument("--image-size", type=int, default=256)
     s.add_argument("--textures", help="folder of texture images (e.g. DTD); default: no external data")
     s.add_argument("--foreground", default="grabcut", choices=FOREGROUNDS)
@@ -316,8 +323,13 @@ def run(argv: Sequence[str]) -> int:
         spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite)
         cal = spec.get("calibration", {})
         epochs = spec.get("train", {}).get("epochs", len(spec.get("history", [])))
-        print(f"trained {spec['method']} for {epochs} epochs ({len(spec.get('history', []))} phase passes) → {cfg['out']}"
-              f" (threshold {cal.get('image_threshold', float('nan')):.4g} from {cal.get('n_val', 0)} validation images)")
+        thr = (f"threshold {cal['image_threshold']:.4g} from {cal['n_val']} validation images"
+               if "image_threshold" in cal else "no threshold: no validation images")
+        print(f"trained {spec['method']} for {epochs} epochs ({len(spec.get('history', []))} phase passes) → "
+              f"{cfg['out']} ({thr})")
+        if "image_threshold" not in cal:
+            print("distillad: warning: without validation images there is no good/defective decision; keep some "
+                  "good images out of training (--val-fraction, more images)", file=sys.stderr)
         return 0
     if args.command == "tune":
         return _tune(args)
@@ -430,6 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distillad: interrupted (a run folder can be continued with --resume)", file=sys.stderr)
         return 130
+    except OSError as e:  # a file the library did not anticipate (it names its own): still one line
+        if "-v" in argv or "--verbose" in argv:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"distillad: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import api
 from .demo_data import make_demo_dataset
+from .errors import ConfigError
 
 __all__ = ["run_demo", "DEMO_BUDGET"]
 
@@ -26,7 +27,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     out = Path(out)
     if out.exists():
         if not (out / "summary.md").exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out}: exists and is not a demo folder; choose another --out")
+            raise ConfigError(f"{out}: exists and is not a demo folder; choose another --out (nothing was removed)")
         shutil.rmtree(out)
     t0 = time.perf_counter()
     data = make_demo_dataset(out / "data")

@@ -26,7 +26,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from .errors import TeacherWeightsError
+from .errors import ConfigError, TeacherWeightsError
 
 __all__ = [
     "TEACHERS",
@@ -108,11 +108,18 @@ def _spec(name: str) -> TeacherSpec:
     return TEACHERS[name]
 
 
+#: feature stages of every teacher family (timm ``features_only`` levels 0..4, strides 2..32)
+N_STAGES = 5
+
+
 def build_backbone(name: str, out_indices: Sequence[int]) -> nn.Module:
     """Randomly initialised timm ``features_only`` backbone, cut after the last stage asked for."""
     spec = _spec(name)
-    body = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
-                             out_indices=tuple(out_indices))
+    idx = tuple(out_indices)
+    if not idx or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < N_STAGES for i in idx) \
+            or list(idx) != sorted(set(idx)):
+        raise ConfigError(f"out_indices must be increasing stage numbers in 0..{N_STAGES - 1} of {name}, got {idx}")
+    body = timm.create_model(spec.timm_name, pretrained=False, features_only=True, out_indices=idx)
     blocks = getattr(body, "blocks", None)
     if isinstance(blocks, nn.Sequential):  # EfficientNetFeatures keeps every stage: drop unused ones
         modules = body.feature_info.module_name()

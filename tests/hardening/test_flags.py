@@ -31,6 +31,8 @@ TRAIN_CASES = [  # (extra flags, text the message must contain)
     (["--foreground", "magic"], "--foreground"),
     (["--textures", "/no/such/folder"], "/no/such/folder"),
     (["--resume", "--overwrite"], "exclude each other"),
+    (["--out-indices", "9", "9", "9"], "out_indices"),
+    (["--out-indices", "3", "2", "1"], "out_indices"),
 ]
 
 
@@ -82,3 +84,20 @@ def test_test_on_something_that_is_not_a_run(what, cli, tiny_data, tmp_path):
         target.write_text("x")
     code, err = cli("test", "--run", target)
     assert code == 2 and str(target) in err
+
+
+def test_synth_preview_needs_a_positive_count(cli, tiny_data, tmp_path):
+    code, err = cli("synth-preview", "--data", tiny_data, "--out", tmp_path / "p", "--n", "0")
+    assert code == 2 and "--n" in err and not (tmp_path / "p").exists()
+
+
+def test_demo_never_removes_a_folder_it_did_not_make(cli, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    code, err = cli("demo", "--out", tmp_path)
+    assert code == 2 and "not a demo folder" in err and (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_training_without_validation_images_warns_that_there_is_no_decision(cli, tiny_data, tmp_path, capsys):
+    code, err = cli("train", "--model", "rd", "--data", tiny_data, "--out", tmp_path / "o", *TINY_FLAGS,
+                    "--val-fraction", "0")
+    assert code == 0 and "no good/defective decision" in err

@@ -174,3 +174,13 @@ def test_temporaries_left_by_a_kill_are_removed_on_resume(tiny_data, tmp_path):
         f.write_bytes(b"partial")
     api.train("rd", tiny_data, out, **{**TINY, "epochs": 2}, resume=True)
     assert [f.exists() for f in left] == [False, False, True]  # ours gone (old and new naming), the user's kept
+
+
+def test_a_corrupt_training_image_fails_before_anything_is_written(cli, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    bad = sorted((data / "train" / "good").iterdir())[3]
+    bad.write_bytes(b"\x89PNG but not really")
+    code, err = _train(cli, data, tmp_path / "o")
+    assert code == 2 and bad.name in err and "not a readable image" in err
+    assert not (tmp_path / "o" / "run.json").exists()
