@@ -274,6 +274,10 @@ def calibrate(scores: torch.Tensor, maps: torch.Tensor | None, k_sigma: float = 
         p = maps.double().flatten()
         mu, sd = float(p.mean()), float(p.std())
         out.update(pixel_mean=mu, pixel_std=sd, pixel_threshold=mu + k_sigma * sd)
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"k_sigma={k_sigma} makes the {bad[0].replace('_', ' ')} {out[bad[0]]}: not a usable "
+                          "threshold; choose a smaller k_sigma")
     return out
 
 
