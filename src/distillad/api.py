@@ -88,6 +88,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     # every image is decoded before the run folder is touched: a corrupt file fails with nothing written
     sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
     val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
+    _refuse_foreign_files(out, resume, overwrite)  # before the lock file is made: a refusal leaves no trace
     with run_lock(out):
         spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite)
         if spec.get("finished"):
@@ -104,6 +105,27 @@ def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
                           "(its files would mix with the input images)")
 
 
+def _refuse_foreign_files(out: Path, resume: bool, overwrite: bool) -> None:
+    """Another run's files in ``out`` without ``--resume``/``--overwrite``: refused, naming them (checked again
+    under the lock by ``_open_run_folder``)."""
+    if overwrite or not out.is_dir():
+        return
+    if (out / "run.json").exists():
+        if not resume:
+            try:
+                finished = bool(read_run_spec(out).get("finished"))
+            except CheckpointError as e:
+                raise CheckpointError(f"{e} (train --overwrite starts over in this folder)") from None
+            state = "a finished run" if finished else "an unfinished run (--resume continues it)"
+            raise CheckpointError(f"{out}: {state} is here; pass --overwrite to start over (its files are "
+                                  "removed) or choose another --out; nothing was changed")
+        return
+    stale = [n for n in (*RUN_FILES, *TEST_OUTPUTS) if (out / n).exists()]
+    if stale:
+        raise CheckpointError(f"{out}: holds {', '.join(stale)} of an earlier run but no run.json; pass "
+                              "--overwrite to start over here (removing them) or choose another --out")
+
+
 def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any], data_spec: dict[str, Any],
                      resume: bool, overwrite: bool) -> dict[str, Any]:
     """The run.json to train under: a new one, or the existing one for ``resume``; refuses a folder
@@ -114,21 +136,11 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
         for sub in ("tensorboard", "mlruns"):
             if (out / sub).is_dir():
                 shutil.rmtree(out / sub)
+    _refuse_foreign_files(out, resume, overwrite=False)  # again, now that the folder is ours
     remove_temporaries(out)
     if not (out / "run.json").exists():
-        stale = [n for n in (*RUN_FILES, *TEST_OUTPUTS) if (out / n).exists()]
-        if stale:
-            raise CheckpointError(f"{out}: holds {', '.join(stale)} of an earlier run but no run.json; pass "
-                                  "--overwrite to start over here (removing them) or choose another --out")
         return write_run_spec(out, net, train_cfg, data_spec)
-    try:
-        old = read_run_spec(out)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e} (train --overwrite starts over in this folder)") from None
-    if not resume:
-        state = "a finished run" if old.get("finished") else "an unfinished run (--resume continues it)"
-        raise CheckpointError(f"{out}: {state} is here; pass --overwrite to start over (its files are removed) "
-                              "or choose another --out; nothing was changed")
+    old = read_run_spec(out)
     mine = json.loads(json.dumps({"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg,
                                   "data": data_spec}, default=str))
     theirs = {k: old.get(k) for k in mine}
