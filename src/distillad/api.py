@@ -18,8 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, check_writable, finish_run,
-                         load_run, read_run_spec, remove_temporaries, run_lock, write_run_spec)
+from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, check_writable,
+                         finish_run, load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock,
+                         write_run_spec)
 from .data import AnomalyDataset, load_image, load_samples, train_val_split
 from .data.io import is_image_file
 from .engine import TrainConfig, calibrate, fit, infer, normalize_scores, resolve_device, seed_everything
@@ -105,12 +106,14 @@ def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
                           "(its files would mix with the input images)")
 
 
-def _refuse_foreign_files(out: Path, resume: bool, overwrite: bool) -> None:
+def _refuse_foreign_files(out: Path, resume: bool, overwrite: bool, locked_by_us: bool = False) -> None:
     """Another run's files in ``out`` without ``--resume``/``--overwrite``: refused, naming them (checked again
     under the lock by ``_open_run_folder``)."""
     if overwrite or not out.is_dir():
         return
     if (out / "run.json").exists():
+        if not locked_by_us and lock_is_held(out):
+            raise busy_error(out)
         if not resume:
             try:
                 finished = bool(read_run_spec(out).get("finished"))
@@ -136,7 +139,7 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
         for sub in ("tensorboard", "mlruns"):
             if (out / sub).is_dir():
                 shutil.rmtree(out / sub)
-    _refuse_foreign_files(out, resume, overwrite=False)  # again, now that the folder is ours
+    _refuse_foreign_files(out, resume, overwrite=False, locked_by_us=True)  # again, now that the folder is ours
     remove_temporaries(out)
     if not (out / "run.json").exists():
         return write_run_spec(out, net, train_cfg, data_spec)

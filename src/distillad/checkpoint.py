@@ -48,7 +48,7 @@ __all__ = [
     "FORMAT_VERSION", "atomic_write_bytes", "atomic_write_json", "read_json", "save_weights", "load_weights",
     "write_run_spec", "read_run_spec", "finish_run", "load_run", "save_training_state", "load_training_state",
     "versions", "append_jsonl", "model_from_spec", "storage_error", "check_writable", "remove_temporaries",
-    "run_lock", "RUN_FILES", "TEST_OUTPUTS",
+    "run_lock", "lock_is_held", "busy_error", "RUN_FILES", "TEST_OUTPUTS",
 ]
 
 FORMAT_VERSION = 3  # 2: full model keywords, phase-aware trainer state; 3: schema, integrity hash, run id
@@ -100,6 +100,26 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
     return gone
 
 
+def lock_is_held(folder: str | Path) -> bool:
+    """Whether another process trains into ``folder`` now (never creates the lock file)."""
+    from filelock import FileLock, Timeout
+    path = Path(folder) / LOCK_FILE
+    if not path.exists():
+        return False
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def busy_error(folder: str | Path) -> CheckpointError:
+    return CheckpointError(f"{folder}: another distillad process is training into this folder right now (it "
+                           "holds its lock); wait for it to finish or choose another --out")
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder``'s lock for a training process; a second one is refused at once."""
@@ -109,8 +129,7 @@ def run_lock(folder: str | Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise CheckpointError(f"{folder}: another distillad process is training into this folder right now "
-                              "(it holds its lock); wait for it to finish or choose another --out") from None
+        raise busy_error(folder) from None
     try:
         yield
     finally:
