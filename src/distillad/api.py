@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .checkpoint import atomic_write_bytes, atomic_write_json, finish_run, load_run, read_run_spec, write_run_spec
 from .data import AnomalyDataset, load_image, load_samples, train_val_split
 from .data.io import is_image_file
@@ -51,16 +52,19 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     ``textures`` (a folder, e.g. DTD) and ``foreground`` (grabcut | otsu | none; None: the method's paper
     setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
     stored in run.json's ``data``. ``logger``: "tensorboard" or "mlflow" (off by default).
-    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data)."""
+    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
+    Under torchrun the ranks train data-parallel (``distillad.distributed``; ``batch_size`` is the global
+    batch); rank 0 writes ``out``, the other ranks return run.json as it was when training started."""
     out = Path(out)
     if foreground is not None and foreground not in FOREGROUND_METHODS:
         raise ConfigError(f"foreground must be one of {', '.join(FOREGROUND_METHODS)}, got {foreground!r}")
     if textures is not None and not Path(textures).is_dir():
         raise DataError(f"{textures}: texture folder not found")
-    resolve_device(device)  # a bad device fails before anything is written
+    distributed.init(resolve_device(device))  # a bad device fails before anything is written; joins torchrun's group
     seed_everything(seed)
     net = create_model(model, **model_kwargs)
     cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers).resolved(net)
+    distributed.check_batch_sizes({ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()})  # before writing
     data_spec = {"path": str(Path(data).resolve()), "category": category, "layout": layout,
                  "val_fraction": val_fraction, "split_seed": split_seed,
                  "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
@@ -86,11 +90,13 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
         if old.get("finished"):
             return old
     else:
-        write_run_spec(out, net, train_cfg, data_spec)
+        distributed.barrier()  # every rank has seen that no run.json exists before rank 0 writes it
+        if distributed.is_main():
+            write_run_spec(out, net, train_cfg, data_spec)
     sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
     val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
     track = None
-    if logger is not None:
+    if logger is not None and distributed.is_main():
         from .tracking import make_logger
         track = make_logger(logger, out)
     hook = on_step_end
@@ -101,6 +107,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     finally:
         if track is not None:
             track.close()
+    if not distributed.is_main():  # rank 0 calibrates and finishes the run; no collective follows, so no wait
+        return {**read_run_spec(out), "history": history, "rank": distributed.rank()}
     calib: dict[str, Any] = {"n_val": 0}
     if val_set is not None:
         res = infer(net, val_set, cfg.batch_size, device, progress)  # type: ignore[arg-type]

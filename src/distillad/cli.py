@@ -303,8 +303,10 @@ def run(argv: Sequence[str]) -> int:
         if args.print_config:
             sys.stdout.write(dump_config(cfg))
             return 0
-        from . import api
+        from . import api, distributed
         spec = api.train(**train_kwargs(cfg), resume=args.resume)
+        if not distributed.is_main():  # under torchrun rank 0 reports
+            return 0
         cal = spec.get("calibration", {})
         epochs = spec.get("train", {}).get("epochs", len(spec.get("history", [])))
         print(f"trained {spec['method']} for {epochs} epochs ({len(spec.get('history', []))} phase passes) → {cfg['out']}"
