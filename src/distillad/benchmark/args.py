@@ -99,7 +99,8 @@ def config_from_args(args: Any) -> BenchmarkConfig:
         epochs=args.epochs, out=args.out, image_size=args.image_size, batch_size=args.batch_size,
         model_kwargs=_parse_set(args.set_), quick=args.quick, device=args.device, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size_for=_parse_sizes(args.image_size_for),
-        plots=not args.no_plots, threads=args.threads, report_only=args.report_only, shard=args.shard)
+        plots=not args.no_plots, threads=args.threads, report_only=args.report_only,
+        shard=getattr(args, "shard", None))
 
 
 def run_from_args(args: Any) -> dict[str, Any]:
