@@ -33,7 +33,8 @@ from distillad.registry import create_model
 
 from helpers import two_phase  # tests/ is on sys.path (pytest rootdir insertion)
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
+pytestmark = [pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo"),
+              pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the ranks are forked")]
 
 # 12 images, 1 held out for validation: 11 per pass = global batches of 4, 4 and 3 (split 2 + 1 over 2 ranks)
 RUN = dict(epochs=3, batch_size=4, image_size=32, device="cpu", teacher_weights="random")

@@ -202,14 +202,16 @@ def phase_loss(model: nn.Module, loss: str, device: torch.device) -> Callable[[d
     """The phase's loss function; under DDP wrapped in a ``DistributedDataParallel`` that averages the
     gradients of the parameters the phase trains (built per step, after the phase set ``requires_grad``).
 
-    ``broadcast_buffers=False``: the trained BatchNorm statistics are synchronised, the frozen ones fixed."""
+    No buffer broadcast per forward: the trained BatchNorm statistics are synchronised, the frozen ones fixed.
+    ``static_graph``: a phase uses the same parameters at every batch, so a parameter it never uses (a
+    variant's idle branch) is handled without ``find_unused_parameters``' per-batch graph search."""
     if not active():
         return getattr(model, loss)
     from torch.nn.parallel import DistributedDataParallel
     ids = [device.index] if device.type == "cuda" else None
     no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})  # torch < 2.14
-    return DistributedDataParallel(_PhaseLoss(model, loss), device_ids=ids, **no_sync)
+    return DistributedDataParallel(_PhaseLoss(model, loss), device_ids=ids, static_graph=True, **no_sync)
 
 
 def batch_means(losses: Mapping[str, torch.Tensor], n: int) -> tuple[dict[str, float], int]:
