@@ -26,6 +26,7 @@ import atexit
 import datetime
 import inspect
 import os
+import warnings
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -43,6 +44,9 @@ TIMEOUT_ENV = "DISTILLAD_DIST_TIMEOUT"  # seconds a collective waits for the oth
 DEFAULT_TIMEOUT_S = 300
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _owned = False  # whether init() created the process group (and so shutdown() destroys it)
+# torch.distributed.nn's all_reduce is the public differentiable collective (its suggested replacement is private)
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+                        category=FutureWarning)
 
 
 def launched() -> bool:
