@@ -7,6 +7,7 @@ good training images; test images are only touched by ``test`` for the final met
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, check_writable,
                          finish_run, load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock,
                          write_run_spec)
@@ -58,7 +60,9 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     stored in run.json's ``data``. ``logger``: "tensorboard" or "mlflow" (off by default).
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
     ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
-    there (and nothing else). One process at a time trains into a folder (a lock)."""
+    there (and nothing else). One process at a time trains into a folder (a lock).
+    Under torchrun the ranks train data-parallel (``distillad.distributed``; ``batch_size`` is the global
+    batch); rank 0 writes ``out``, the other ranks return run.json as it was when training started."""
     out = Path(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: continue the run, or start over")
@@ -73,10 +77,11 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
         raise ConfigError(f"foreground must be one of {', '.join(FOREGROUND_METHODS)}, got {foreground!r}")
     if textures is not None and not Path(textures).is_dir():
         raise DataError(f"{textures}: texture folder not found")
-    resolve_device(device)  # a bad device fails before anything is written
+    distributed.init(resolve_device(device))  # a bad device fails before anything is written; joins torchrun's group
     seed_everything(seed)
     net = create_model(model, **model_kwargs)
     cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers).resolved(net)
+    distributed.check_batch_sizes({ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()})  # before writing
     data_spec = {"path": str(Path(data).resolve()), "category": category, "layout": layout,
                  "val_fraction": val_fraction, "split_seed": split_seed,
                  "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
@@ -89,9 +94,15 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     # every image is decoded before the run folder is touched: a corrupt file fails with nothing written
     sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
     val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
-    _refuse_foreign_files(out, resume, overwrite)  # before the lock file is made: a refusal leaves no trace
-    with run_lock(out):
-        spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite)
+    main = distributed.is_main()
+    # before the lock file is made, so a refusal leaves no trace; every rank refuses alike (rank 0 probes the lock)
+    _refuse_foreign_files(out, resume, overwrite, locked_by_us=not main)
+    distributed.barrier()
+    with run_lock(out) if main else contextlib.nullcontext():  # under torchrun: rank 0 owns the folder
+        spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite) if main else None
+        distributed.barrier()  # rank 0 has checked or written run.json
+        if spec is None:
+            spec = read_run_spec(out)
         if spec.get("finished"):
             return spec
         return _train_in(out, net, cfg, spec["run_id"], sets, val_set, logger, device, resume, progress,
@@ -160,7 +171,7 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
               on_step_end: Callable[[Any, Any], None] | None, k_sigma: float) -> dict[str, Any]:
     """Fit, calibrate on the validation good images and finish the run folder ``out``."""
     track = None
-    if logger is not None:
+    if logger is not None and distributed.is_main():
         from .tracking import make_logger
         track = make_logger(logger, out)
     hook = on_step_end
@@ -172,6 +183,8 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
     finally:
         if track is not None:
             track.close()
+    if not distributed.is_main():  # rank 0 calibrates and finishes the run; no collective follows, so no wait
+        return {**read_run_spec(out), "history": history, "rank": distributed.rank()}
     calib: dict[str, Any] = {"n_val": 0}
     if val_set is not None:
         res = infer(net, val_set, cfg.batch_size, device, progress)  # type: ignore[arg-type]

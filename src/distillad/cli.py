@@ -127,7 +127,8 @@ def _add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
                    help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, folder")
     t.add_argument("--out", default=S, help=out_help)
     t.add_argument("--epochs", type=int, default=S, help="default: the method's paper setting")
-    t.add_argument("--batch-size", type=int, default=S, help="default: the method's paper setting")
+    t.add_argument("--batch-size", type=int, default=S,
+                   help="default: the method's paper setting; under torchrun the global batch, split over the ranks")
     t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
     t.add_argument("--seed", type=int, default=S, help="default: 0")
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1 ...")
@@ -319,8 +320,10 @@ def run(argv: Sequence[str]) -> int:
         if args.print_config:
             sys.stdout.write(dump_config(cfg))
             return 0
-        from . import api
+        from . import api, distributed
         spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite)
+        if not distributed.is_main():  # under torchrun rank 0 reports
+            return 0
         cal = spec.get("calibration", {})
         epochs = spec.get("train", {}).get("epochs", len(spec.get("history", [])))
         thr = (f"threshold {cal['image_threshold']:.4g} from {cal['n_val']} validation images"

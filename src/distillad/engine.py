@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import (append_jsonl, atomic_write_bytes, load_training_state, remove_temporaries,
                          save_training_state)
 from .errors import ConfigError, TrainingError
@@ -111,11 +112,6 @@ def _datasets(model: DistillationModel, data: Dataset | Mapping[str, Dataset],
     return sets
 
 
-def _n_batches(n: int, batch_size: int) -> int:
-    """Batches of one pass: a last batch of a single image is dropped (BatchNorm cannot train on it)."""
-    return n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size)
-
-
 def _enter_phase(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) -> None:
     """Train ``phase.modules``; freeze everything else: no gradient, eval mode (BatchNorm statistics fixed)."""
     model.eval()
@@ -144,8 +140,9 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     recorded in the trainer state, and a state of another run is refused on resume.
     """
     cfg = cfg.resolved(model)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))  # under torchrun: this rank's GPU
     model.to(device)
+    main = distributed.is_main()  # under torchrun only rank 0 writes files and shows progress
     phases = model.phases()
     validate_phases(model, phases)
     sets = _datasets(model, data, phases)
@@ -157,32 +154,40 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     start = 0
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(run_dir)  # what a kill during an atomic write left
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(run_dir)  # what a kill during an atomic write left
         if resume:
             state = load_training_state(run_dir, model, optimizers, run_id)
             if state is not None:
                 start, history = state["step"], state["history"]
                 # the log is rewritten from the saved state, so it holds each finished step exactly once
-                atomic_write_bytes(run_dir / "train_log.jsonl",
-                                   "".join(json.dumps(r) + "\n" for r in history).encode())
+                if main:
+                    atomic_write_bytes(run_dir / "train_log.jsonl",
+                                       "".join(json.dumps(r) + "\n" for r in history).encode())
+            distributed.same_on_all_ranks(start, "the step to resume from")
     sizes = {ph.name: ph.batch_size or cfg.batch_size for ph in phases}
-    per_step = [_n_batches(len(sets[s.phase.data]), sizes[s.phase.name]) for s in steps]  # type: ignore[arg-type]
+    distributed.check_batch_sizes(sizes)
+    per_step = [distributed.n_global_batches(len(sets[s.phase.data]), sizes[s.phase.name],  # type: ignore[arg-type]
+                                             distributed.world_size()) for s in steps]
     offsets = np.cumsum([0] + per_step).tolist()  # global batch index of each step's first batch (logger x-axis)
-    bar = _progress(sum(per_step[start:]), f"train {model.model_name or type(model).__name__}", progress)
+    bar = _progress(sum(per_step[start:]), f"train {model.model_name or type(model).__name__}",
+                    progress if main else False)
+    unsync = distributed.sync_batchnorm(model, device)  # trained BatchNorm synchronised across ranks (no-op for one)
     try:
         for step in steps[start:]:
             row = _run_step(model, step, sets[step.phase.data], sizes[step.phase.name], optimizers[step.phase.name],
                             trainable, cfg, device, bar, logger, len(steps) > cfg.epochs,
                             offsets[step.index])  # type: ignore[operator]
             history.append(row)
-            if run_dir is not None:  # state first: a kill between the two loses a log line, never a step
+            if run_dir is not None and main:  # state first: a kill between the two loses a log line, never a step
                 save_training_state(run_dir, model, optimizers, step, history, run_id)
                 append_jsonl(run_dir / "train_log.jsonl", row)
             if on_step_end is not None:
                 on_step_end(step, model)
     finally:
         bar.close()
+        unsync()
         for p in model.parameters():
             p.requires_grad_(trainable[id(p)])
         model.eval()
@@ -199,24 +204,23 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
     torch.manual_seed(cfg.seed * 1_000_003 + step.index + 1)
     if hasattr(data, "set_epoch"):
         data.set_epoch(step.index)  # type: ignore[attr-defined]
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers,
-                        drop_last=len(data) % batch_size == 1)  # type: ignore[arg-type]  (as _n_batches)
+    loader = distributed.train_loader(data, batch_size, gen, cfg.num_workers)  # under DDP: this rank's share
     _enter_phase(model, ph, trainable)
-    loss_fn = getattr(model, ph.loss)
+    loss_fn = distributed.phase_loss(model, ph.loss, device)  # under DDP: wrapped, gradients averaged
     sums: dict[str, float] = {}
     count = 0
     label = f"{ph.name} {step.epoch + 1}/{step.total}" if show_phase else f"epoch {step.epoch + 1}/{step.total}"
     for i, batch in enumerate(loader):
         losses = loss_fn(_to(batch, device))
-        if not torch.isfinite(losses["loss"]):
-            raise TrainingError(f"phase {ph.name!r}: the loss became {losses['loss'].item()} at epoch "
+        values, n = distributed.batch_means(losses, len(batch["image"]))  # the global batch's (all ranks agree)
+        if not math.isfinite(values["loss"]):
+            raise TrainingError(f"phase {ph.name!r}: the loss became {values['loss']} at epoch "
                                 f"{step.epoch + 1} (learning rate too high?); the run folder keeps the last "
                                 "finished step: fix the settings and start over with --overwrite")
         optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        scale = distributed.loss_scale(len(batch["image"]), n)  # 1 but for an unevenly split last batch
+        (losses["loss"] * scale if scale != 1 else losses["loss"]).backward()
         optimizer.step()
-        n = len(batch["image"])
-        values = {k: float(v.detach()) for k, v in losses.items()}
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * n
         count += n

@@ -39,6 +39,17 @@ def _parse_sizes(items: Sequence[str] | None) -> dict[str, int]:
     return out
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` → (I, N); argparse reports the ValueError as an invalid --shard value."""
+    i, sep, n = text.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise ValueError(text)
+    return int(i), int(n)
+
+
+_shard.__name__ = "I/N"
+
+
 def _csv(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -73,6 +84,10 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default; fewer when other "
                    "jobs share the CPU, or the timings measure the contention)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--shard", metavar="I/N", type=_shard,
+                   help="run only part I of N (0 <= I < N) of the (category, model, seed) grid, e.g. "
+                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; N workers share one --out, and "
+                        "--report-only merges them afterwards (rerun a shard to resume it)")
 
 
 def config_from_args(args: Any) -> BenchmarkConfig:
@@ -84,13 +99,19 @@ def config_from_args(args: Any) -> BenchmarkConfig:
         epochs=args.epochs, out=args.out, image_size=args.image_size, batch_size=args.batch_size,
         model_kwargs=_parse_set(args.set_), quick=args.quick, device=args.device, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size_for=_parse_sizes(args.image_size_for),
-        plots=not args.no_plots, threads=args.threads, report_only=args.report_only)
+        plots=not args.no_plots, threads=args.threads, report_only=args.report_only,
+        shard=getattr(args, "shard", None))
 
 
 def run_from_args(args: Any) -> dict[str, Any]:
     """``distillad benchmark``: run it and print the overall table (from the results, not results.md)."""
     results = run_benchmark(config_from_args(args))
     out = Path(args.out)
+    if "shard" in results:
+        i, n = results["shard"]
+        print(f"shard {i}/{n}: {len(results['runs'])} runs finished in {out / 'runs'} (summary {results['file']}); "
+              f"when every shard is done: distillad benchmark ... --out {out} --report-only")
+        return results
     print(f"{OVERALL}:\n" + "\n".join(table(results["summary"]["overall"])))
     print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'plots'}/ "
           f"({len(list((out / 'plots').glob('*.png')))} PNG); {len(results['runs'])} runs in {out / 'runs'}")

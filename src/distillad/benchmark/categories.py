@@ -70,12 +70,31 @@ def resolve_data(data: str | Path | None, quick: bool, out: Path, categories: Se
         return root, categories  # type: ignore[return-value]
     if not quick:
         raise DataError("no data: pass --data PATH or set DISTILLAD_DATA (only --quick falls back to generated demo data)")
-    from ..demo_data import make_demo_dataset
     demo = out / "data"
     if not (demo / "washer" / "train" / "good").is_dir():
-        make_demo_dataset(demo, n_train=24, n_test_good=6, n_test_defect=4, size=128, seed=0)
+        _make_demo_once(demo)
     say(f"no real data found: using generated demo data in {demo} (numbers say nothing about real data)")
     return demo, list(categories) if categories else ["washer"]
+
+
+def _make_demo_once(dest: Path) -> None:
+    """Generate the demo data into a private folder, then rename it into place: concurrent shards of one
+    benchmark never write the same files, and a worker killed meanwhile leaves no half-written ``dest``."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..demo_data import make_demo_dataset
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        make_demo_dataset(tmp, n_train=24, n_test_good=6, n_test_defect=4, size=128, seed=0)
+        os.rename(tmp, dest)  # atomic; fails when another worker's copy is already there
+    except OSError:
+        if not (dest / "washer" / "train" / "good").is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def category_table(root: Path, specs: Sequence[str] | None, image_size: int,

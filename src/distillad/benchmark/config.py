@@ -30,6 +30,8 @@ class BenchmarkConfig:
     whole benchmark (default: torch's default; recorded with the machine). ``report_only``: train
     nothing; aggregate the runs already finished and measured (e.g. by benchmarks run in parallel).
     ``timing``: (warm-up calls, repeats at batch 1, repeats at batch 16); default by ``quick``.
+    ``shard``: (i, n): run only part i of n of the grid (``runner.shard_plan``), for n independent
+    workers writing into one ``out``; they write no results.json (``report_only`` merges them).
     """
 
     models: Sequence[str] = ("rd", "stfpm")
@@ -51,6 +53,7 @@ class BenchmarkConfig:
     threads: int | None = None
     report_only: bool = False
     timing: tuple[int, int, int] | None = None
+    shard: tuple[int, int] | None = None
 
     def resolved(self) -> BenchmarkConfig:
         """A copy with the defaults applied (models a list, seeds a list, epochs, image size, batch
@@ -81,6 +84,12 @@ class BenchmarkConfig:
             raise ConfigError(f"seeds must be >= 1, got {seeds}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.shard is not None:
+            i, n = self.shard
+            if not (n >= 1 and 0 <= i < n):
+                raise ConfigError(f"shard {i}/{n}: expected I/N with N >= 1 and 0 <= I < N (e.g. 0/4)")
+            if self.report_only:
+                raise ConfigError("--report-only merges every shard's runs: give it without --shard")
         return dataclasses.replace(
             self, models=models, seeds=seed_list, epochs=epochs,
             image_size=(64 if self.quick else 256) if self.image_size is None else int(self.image_size),

@@ -1,6 +1,11 @@
 """Running a benchmark: one run (train or resume with ``api.train``, evaluate with ``api.test``,
 measure the costs of the model ``checkpoint.load_run`` rebuilds), and the loop over every
-(category, model, seed) of a ``BenchmarkConfig`` that writes results.json, results.md and plots."""
+(category, model, seed) of a ``BenchmarkConfig`` that writes results.json, results.md and plots.
+
+Scale out: ``shard=(i, n)`` runs a disjoint part of the grid (``shard_plan``), so n workers (a SLURM
+array, a Kubernetes indexed Job) share one ``out``: each run writes only inside its own folder, its
+``bench.json`` last (atomically), so a worker that dies leaves no run that looks finished, and a
+rerun of the shard reuses finished runs and resumes the interrupted one; ``report_only`` merges."""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from .report import write_markdown
 from .schema import RESULTS_SCHEMA, SCHEMA_VERSION, validate
 from .summary import compare_with_papers, summarize
 
-__all__ = ["run_benchmark"]
+__all__ = ["run_benchmark", "shard_plan"]
 
 
 def _clean(obj: Any) -> Any:
@@ -165,7 +170,8 @@ def _results(cfg: BenchmarkConfig, cats: list[dict[str, Any]], runs: list[dict[s
         "library": {**versions(), "distillad": __version__}, "machine": machine,
         "protocol": {
             "models": models, "categories": cats, "seeds": seeds, "epochs": cfg.epochs,
-            "batch_size": {m: next(r["config"]["batch_size"] for r in runs if r["model"] == m) for m in models},
+            "batch_size": {m: next(r["config"]["batch_size"] for r in runs if r["model"] == m)
+                           for m in models if any(r["model"] == m for r in runs)},
             "batch_size_requested": cfg.batch_size,
             "teachers": [{"name": n, "weights_sha256": h} for n, h in teachers],
             "model_kwargs": {m: cfg.keywords_for(m) for m in models}, "quick": bool(cfg.quick),
@@ -182,10 +188,42 @@ def _results(cfg: BenchmarkConfig, cats: list[dict[str, Any]], runs: list[dict[s
     return results
 
 
+def shard_plan(plan: list[Any], shard: tuple[int, int] | None) -> list[Any]:
+    """Part ``i`` of ``n`` of the grid: every n-th run from the i-th, so the n parts are disjoint, cover
+    the grid, and mix models and categories (balanced cost); the same for every worker given the same flags."""
+    if shard is None:
+        return list(plan)
+    i, n = shard
+    return [p for k, p in enumerate(plan) if k % n == i]
+
+
+def _finished(cfg: BenchmarkConfig, plan: list[Any], say: Any) -> list[dict[str, Any]]:
+    """--report-only: the bench.json of every run of ``plan`` that finished with this request (never re-measured)."""
+    runs = []
+    for c, m, s in plan:
+        rec = _reusable(Path(cfg.out) / "runs" / c["slug"] / m / f"seed{s}", _request(cfg, m, c, s))
+        if rec is None:
+            say(f"report only: {c['name']} {m} seed{s} not finished, left out")
+        else:
+            runs.append(rec)
+    if not runs:
+        raise ConfigError(f"{cfg.out}: no finished runs to report")
+    return runs
+
+
+def _write_shard(cfg: BenchmarkConfig, runs: list[dict[str, Any]], machine: dict[str, Any]) -> dict[str, Any]:
+    """A shard's own summary file, written last: its presence means the whole shard finished."""
+    from ..checkpoint import atomic_write_json
+    i, n = cfg.shard  # type: ignore[misc]
+    path = Path(cfg.out) / "shards" / f"shard-{i}-of-{n}.json"
+    atomic_write_json(path, {"shard": [i, n], "runs": [r["run_dir"] for r in runs], "machine": machine,
+                             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return {"shard": [i, n], "runs": runs, "file": str(path)}
+
+
 def _run(cfg: BenchmarkConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from ..checkpoint import atomic_write_json
     from ..engine import resolve_device
 
     out = Path(cfg.out)
@@ -199,13 +237,9 @@ def _run(cfg: BenchmarkConfig) -> dict[str, Any]:
 
     plan = [(c, m, s) for c in cats for m in cfg.models for s in cfg.seeds]  # type: ignore[union-attr]
     if cfg.report_only:
-        done = [(c, m, s) for c, m, s in plan if (out / "runs" / c["slug"] / m / f"seed{s}" / "bench.json").is_file()]
-        for c, m, s in plan:
-            if (c, m, s) not in done:
-                say(f"report only: {c['name']} {m} seed{s} not finished, left out")
-        if not done:
-            raise ConfigError(f"{out}: no finished runs to report")
-        plan = done
+        return _report(cfg, cats, _finished(cfg, plan, say), root, dev, machine)
+    # each run writes only inside its own folder, so shards given disjoint parts never write the same file
+    plan = shard_plan(plan, cfg.shard)
     bar = tqdm(total=len(plan), desc="benchmark", unit="run", dynamic_ncols=True, disable=disable, position=0,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
     runs, spent, computed = [], 0.0, 0
@@ -221,7 +255,16 @@ def _run(cfg: BenchmarkConfig) -> dict[str, Any]:
         bar.update(1)
     bar.set_postfix_str("done")
     bar.close()
+    if cfg.shard is not None:  # results.json is every shard's: --report-only writes it
+        return _write_shard(cfg, runs, machine)
+    return _report(cfg, cats, runs, root, dev, machine)
 
+
+def _report(cfg: BenchmarkConfig, cats: list[dict[str, Any]], runs: list[dict[str, Any]], root: Path,
+            dev: torch.device, machine: dict[str, Any]) -> dict[str, Any]:
+    """Write results.json, results.md and the plots of ``runs``; return the results.json content."""
+    from ..checkpoint import atomic_write_json
+    out = Path(cfg.out)
     results = _results(cfg, cats, runs, root, dev, machine)
     atomic_write_json(out / "results.json", results)
     write_markdown(results, out / "results.md")
@@ -233,7 +276,8 @@ def _run(cfg: BenchmarkConfig) -> dict[str, Any]:
 def run_benchmark(config: BenchmarkConfig | None = None, /, **fields: Any) -> dict[str, Any]:
     """Train, test and measure every (category, model, seed) of ``config`` (or of a
     ``BenchmarkConfig(**fields)``; with both, ``fields`` replace the config's); write results.json,
-    results.md and plots into its ``out``; return the results.json content."""
+    results.md and plots into its ``out``; return the results.json content. With ``shard=(i, n)`` only
+    part i of the grid runs and only ``shards/shard-i-of-n.json`` is written: {"shard", "runs", "file"}."""
     cfg = dataclasses.replace(config, **fields) if config is not None else BenchmarkConfig(**fields)
     cfg = cfg.resolved()
     with _torch_threads(cfg.threads):
