@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DistilladError", "DataError", "CheckpointError", "TeacherWeightsError", "ConfigError"]
+__all__ = ["DistilladError", "DataError", "CheckpointError", "TeacherWeightsError", "ConfigError", "OutputError"]
 
 
 class DistilladError(Exception):
@@ -23,3 +23,8 @@ class TeacherWeightsError(DistilladError):
 
 class ConfigError(DistilladError, ValueError):
     """An option has a value the method does not accept."""
+
+
+
+class OutputError(DistilladError):
+    """An output path cannot be used: not writable, full, or it would overwrite an input or a run's files."""
