@@ -124,6 +124,17 @@ def test_inputs_are_checked_before_the_model_loads(run_dir, tmp_path, monkeypatc
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failed_first_prediction_leaves_no_folder(run_dir, tiny_data, tmp_path, monkeypatch):
+    from distillad.errors import CheckpointError
+
+    def broken(*a, **k):
+        raise CheckpointError("weights do not match")
+    monkeypatch.setattr(predict_mod, "load_run", broken)
+    with pytest.raises(CheckpointError):
+        predict(run_dir, [tiny_data / "test" / "good"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_dangerous_out_folders_are_refused(run_dir, tiny_data, tmp_path, monkeypatch):
     src = tmp_path / "in"
     shutil.copytree(tiny_data / "test", src)

@@ -218,17 +218,24 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     calib = spec.get("calibration") or {}
     _check_calibration(run, calib)
     images = collect_inputs(inputs)
-    old = prepare_output(out, inputs, images, run, overwrite)
     dev = resolve_device(device)
-    model, spec = load_run(run, dev)
-    stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    created = not out.exists()
+    old = prepare_output(out, inputs, images, run, overwrite)
+    stage: Path | None = None
     try:
-        rows = _run(model, spec["image_size"], dev, images, stage, batch_size, overlays, progress, num_workers, calib)
-        _publish(out, stage, rows, old)
-    except OSError as e:
-        raise write_failed(out, e) from None
+        model, spec = load_run(run, dev)
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+            rows = _run(model, spec["image_size"], dev, images, stage, batch_size, overlays, progress, num_workers,
+                        calib)
+            _publish(out, stage, rows, old)
+        except OSError as e:
+            raise write_failed(out, e) from None
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed first prediction leaves no empty folder behind
     return rows
 
 
