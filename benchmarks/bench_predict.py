@@ -55,7 +55,6 @@ def _reference_src(commit: str, into: Path) -> Path:
 def _compare(old: Path, new: Path) -> dict[str, float]:
     """Largest score difference and number of differing overlay pixels, old vs new, matched by input path."""
     import cv2
-    import numpy as np
     o = list(csv.DictReader(open(old / "predictions.csv")))
     n = {r["path"]: r for r in csv.DictReader(open(new / "predictions.csv"))}
     diff, pixels = 0.0, 0
@@ -75,6 +74,7 @@ def main() -> None:
     ap.add_argument("--reference-commit", default="7f660c8", help="distillad commit to compare with")
     ap.add_argument("--anomalib-python", help="python of an environment with anomalib (skipped when not given)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--anomalib-repeats", type=int, default=1)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--md", help="write the table as markdown here")
@@ -85,28 +85,40 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     ref_src = _reference_src(args.reference_commit, tmp)
     env = dict(os.environ, DISTILLAD_PROGRESS="0")
-    py = sys.executable
-    times: dict[str, list[float]] = {"distillad (this)": [], f"distillad {args.reference_commit}": []}
+    one = {"OMP_NUM_THREADS": "1"}
+    py, old = sys.executable, f"distillad {args.reference_commit}"
+
+    def distillad_old(out: Path, extra: dict[str, str]) -> float:
+        return _timed([py, "-m", "distillad", "predict", "--run", args.run, *subdirs, "--out", str(out), "--device",
+                       "cpu", "--batch-size", str(args.batch_size)], dict(env, PYTHONPATH=str(ref_src), **extra))
+
+    def distillad_new(out: Path, extra: dict[str, str]) -> float:
+        return _timed([py, "-m", "distillad", "predict", "--run", args.run, str(data), "--out", str(out), "--device",
+                       "cpu", "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)],
+                      dict(env, PYTHONPATH=str(ROOT / "src"), **extra))
+
+    def anomalib(out: Path, extra: dict[str, str]) -> float:
+        return _timed([args.anomalib_python, "-c", ANOMALIB_CHILD, str(data), str(out)], dict(env, **extra))
+
+    # name -> (function, extra environment, repeats)
+    plan = {f"{old} (torch default threads)": (distillad_old, {}, args.repeats),
+            f"{old}, OMP_NUM_THREADS=1": (distillad_old, one, args.repeats),
+            "distillad (this, defaults)": (distillad_new, {}, args.repeats)}
     if args.anomalib_python:
-        times["anomalib 2.7 Engine.predict"] = []
-    for k in range(args.repeats):
-        new_out, old_out = tmp / f"new{k}", tmp / f"old{k}"
-        times[f"distillad {args.reference_commit}"].append(_timed(
-            [py, "-m", "distillad", "predict", "--run", args.run, *subdirs, "--out", str(old_out),
-             "--device", "cpu", "--batch-size", str(args.batch_size)], dict(env, PYTHONPATH=str(ref_src))))
-        times["distillad (this)"].append(_timed(
-            [py, "-m", "distillad", "predict", "--run", args.run, str(data), "--out", str(new_out), "--device", "cpu",
-             "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)],
-            dict(env, PYTHONPATH=str(ROOT / "src"))))
-        if args.anomalib_python:
-            times["anomalib 2.7 Engine.predict"].append(_timed(
-                [args.anomalib_python, "-c", ANOMALIB_CHILD, str(data), str(tmp / f"anomalib{k}")], env))
-        print(f"repeat {k + 1}: " + ", ".join(f"{n} {v[-1]:.1f} s" for n, v in times.items()), flush=True)
-    same = _compare(tmp / "old0", tmp / "new0")
-    ref = "anomalib 2.7 Engine.predict" if args.anomalib_python else f"distillad {args.reference_commit}"
+        plan["anomalib 2.7 Engine.predict (torch default threads)"] = (anomalib, {}, args.anomalib_repeats)
+        plan["anomalib 2.7 Engine.predict, OMP_NUM_THREADS=1"] = (anomalib, one, args.anomalib_repeats)
+    times: dict[str, list[float]] = {n: [] for n in plan}
+    for k in range(max(r for _, _, r in plan.values())):
+        for i, (name, (fn, extra, reps)) in enumerate(plan.items()):
+            if k < reps:
+                times[name].append(fn(tmp / f"out{i}_{k}", extra))
+        print(f"repeat {k + 1}: " + ", ".join(f"{n} {v[-1]:.1f} s" for n, v in times.items() if len(v) > k), flush=True)
+    same = _compare(tmp / "out0_0", tmp / "out2_0")
+    refs = [n for n in times if n.startswith("anomalib")] or [n for n in times if n.startswith(old)]
+    ref = min(refs, key=lambda n: statistics.median(times[n]))  # the faster setting of the reference
     ref_rate = n_images / statistics.median(times[ref])
     lines = [f"{n_images} images of `{data}`, run `{args.run}`, CPU, {os.cpu_count()} cores, "
-             f"median of {args.repeats} interleaved repeats; the machine was shared with other sessions "
+             f"median of interleaved repeats; the machine was shared with other sessions "
              f"(load average {os.getloadavg()[0]:.1f} at the end).", "",
              f"| pipeline | seconds (process start to exit) | images/s | × {ref} |", "|---|---|---|---|"]
     for name, ts in times.items():

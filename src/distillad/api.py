@@ -197,11 +197,11 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
             batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 2,
-            overwrite: bool = False) -> list[dict[str, Any]]:
+            overwrite: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
     """Score new images (files, or folders searched recursively) with a trained run into folder ``out``:
     predictions.csv (score, good/defective at the run's threshold, or the file's error), heat-map
     overlay and defect-mask PNGs named by each input's relative path. Inputs and ``out`` are checked
     before the model loads; ``overwrite`` replaces an earlier prediction in ``out``. Rows: one dict per
     image, ``error`` None where it worked (``distillad.predict`` has the details)."""
     from .predict import predict_images
-    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite)
+    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads)

@@ -196,6 +196,8 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=2,
                    help="processes decoding images while the model runs (0: in this process; default: 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads while predicting (default: cores minus --num-workers, at least 1)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier prediction in --out (only the files its predictions.csv lists)")
     p.add_argument("--no-overlays", action="store_true")
@@ -370,7 +372,7 @@ def _predict(args: argparse.Namespace) -> int:
     """``distillad predict``; exit code ``PREDICT_FAILED`` when some images failed."""
     from . import api
     rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays,
-                       num_workers=args.num_workers, overwrite=args.overwrite)
+                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads)
     failed = [r for r in rows if r["error"]]
     n_bad = sum(r["decision"] == "defective" for r in rows)
     n_good = sum(r["decision"] == "good" for r in rows)

@@ -206,14 +206,20 @@ def _check_calibration(run: Path, calib: dict[str, Any]) -> None:
 @torch.no_grad()
 def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
                    batch_size: int = 8, overlays: bool = True, progress: bool | None = None,
-                   num_workers: int = 2, overwrite: bool = False) -> list[dict[str, Any]]:
+                   num_workers: int = 2, overwrite: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
     """Predict every image of ``inputs`` with run ``run`` into folder ``out``; one row per image (dicts with
-    the CSV's columns, ``score`` a float, ``error`` None when it worked). See the module docstring."""
+    the CSV's columns, ``score`` a float, ``error`` None when it worked). See the module docstring.
+
+    ``threads``: torch's intra-op threads while predicting; None = the usable cores minus the decoding
+    workers (at least 1). Spinning OpenMP threads that share cores with the decoders slow the model
+    down several-fold (measured: benchmarks/results/predict.md)."""
     run, out = Path(run), Path(out)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 (decode in this process) or more, got {num_workers!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
     spec = read_run_spec(run)
     calib = spec.get("calibration") or {}
     _check_calibration(run, calib)
@@ -226,8 +232,13 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
         model, spec = load_run(run, dev)
         try:
             stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
-            rows = _run(model, spec["image_size"], dev, images, stage, batch_size, overlays, progress, num_workers,
-                        calib)
+            n_threads = torch.get_num_threads()
+            torch.set_num_threads(threads or _default_threads(num_workers))
+            try:
+                rows = _run(model, spec["image_size"], dev, images, stage, batch_size, overlays, progress,
+                            num_workers, calib)
+            finally:
+                torch.set_num_threads(n_threads)
             _publish(out, stage, rows, old)
         except OSError as e:
             raise write_failed(out, e) from None
@@ -237,6 +248,12 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a failed first prediction leaves no empty folder behind
     return rows
+
+
+def _default_threads(num_workers: int) -> int:
+    """Usable cores minus the decoding workers, at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - num_workers)
 
 
 def _run(model: torch.nn.Module, size: Any, dev: torch.device, images: list[InputImage], stage: Path,
