@@ -49,7 +49,7 @@ def test_train_test_predict(run_dir, tiny_data, tmp_path, capsys):
                  str(tiny_data / "test" / "good" / "000.png"), "--out", str(pred)]) == 0
     rows = list(csv.DictReader(open(pred / "predictions.csv")))
     assert len(rows) == 3 and all(r["decision"] in ("good", "defective") for r in rows)
-    assert len(list(pred.glob("*_overlay.png"))) == 3 and len(list(pred.glob("*_mask.png"))) == 3
+    assert len(list(pred.rglob("*_overlay.png"))) == 3 and len(list(pred.rglob("*_mask.png"))) == 3
 
 
 def test_model_flags_come_from_the_signature(capsys):

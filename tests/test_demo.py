@@ -25,4 +25,4 @@ def test_demo_end_to_end(tmp_path):
         assert 0 <= m[k] <= 1
     assert (tmp_path / "demo" / "summary.md").read_text().startswith("# distillad demo")
     assert (tmp_path / "demo" / "run" / "overlays.png").stat().st_size > 10_000
-    assert len(list((tmp_path / "demo" / "predictions").glob("*_overlay.png"))) == 18
+    assert len(list((tmp_path / "demo" / "predictions").rglob("*_overlay.png"))) == 18

@@ -20,17 +20,16 @@ import numpy as np
 import torch
 
 from . import distributed
-from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, check_writable,
-                         finish_run, load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock,
-                         write_run_spec)
-from .data import AnomalyDataset, load_image, load_samples, train_val_split
-from .data.io import is_image_file
+from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, finish_run,
+                         load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock, write_run_spec)
+from .data import AnomalyDataset, load_samples, train_val_split
 from .engine import TrainConfig, calibrate, fit, infer, normalize_scores, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics import compute_metrics
-from .synthesis.foreground import FOREGROUND_METHODS
+from .outputs import check_writable
 from .registry import create_model
-from .visualize import calibrated_colour_scale, overlay, overlay_strip, plot_scores, save_png
+from .synthesis.foreground import FOREGROUND_METHODS
+from .visualize import overlay_strip, plot_scores, save_png
 
 __all__ = ["train", "test", "predict", "build_train_sets"]
 
@@ -229,7 +228,7 @@ def test(run: str | Path, data: str | Path | None = None, category: str | None =
     """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures."""
     run = Path(run)
     model, spec = load_run(run, resolve_device(device))
-    check_writable(run)  # its outputs go into the run folder: fail before the work, not after
+    check_writable(run, flag="--run")  # its outputs go into the run folder: fail before the work, not after
     ds = _test_set(spec, data, category, layout)
     res = infer(model, ds, batch_size, device, progress)
     labels, scores = res["labels"].numpy(), res["scores"].numpy()
@@ -263,7 +262,7 @@ def _write_scores_csv(path: Path, paths: Sequence[str], defects: Sequence[str], 
     norm = normalize_scores(torch.as_tensor(scores), calib).numpy() if thr is not None else [float("nan")] * len(scores)
     rows = [["path", "defect", "label", "score", "normalized_score", "decision"]]
     for i, p in enumerate(paths):
-        decision = "" if thr is None else ("defective" if scores[i] >= thr else "good")
+        decision = "" if thr is None or not np.isfinite(scores[i]) else ("defective" if scores[i] >= thr else "good")
         rows.append([p, defects[i] if defects else "", "" if labels is None else int(labels[i]),
                      f"{scores[i]:.6g}", f"{norm[i]:.4f}", decision])
     buf = io.StringIO()
@@ -285,48 +284,13 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
     save_png(path, strip)
 
 
-def _expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if is_image_file(f))
-            if not found:
-                raise DataError(f"{p}: no images found")
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    return files
-
-
-@torch.no_grad()
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
-            batch_size: int = 8, overlays: bool = True, progress: bool | None = None) -> list[dict[str, Any]]:
-    """Score new images with a trained run: CSV of scores and good/defective decisions at the run's
-    threshold, heat-map overlay and defect-mask PNGs per image."""
-    run, out = Path(run), Path(out)
-    dev = resolve_device(device)
-    model, spec = load_run(run, dev)
-    calib = spec.get("calibration", {})
-    size = spec["image_size"]
-    files = _expand_inputs(inputs)
-    from .data import Sample
-    ds = AnomalyDataset([Sample(f, 0) for f in files], image_size=size)
-    res = infer(model, ds, batch_size, device, progress)
-    scores = res["scores"].numpy()
-    _write_scores_csv(out / "predictions.csv", [str(f) for f in files], [], None, scores, calib)
-    rows = []
-    thr, pthr = calib.get("image_threshold"), calib.get("pixel_threshold")
-    vmin, vmax = calibrated_colour_scale(calib)  # the run's validation statistics, never these images
-    for i, f in enumerate(files):
-        name = f"{i:04d}_{f.stem}"
-        amap = res["maps"][i, 0].numpy()
-        if overlays:
-            save_png(out / f"{name}_overlay.png", overlay(load_image(f), amap, vmin, vmax, threshold=None))
-            if pthr is not None:
-                save_png(out / f"{name}_mask.png", np.repeat(((amap >= pthr) * 255).astype(np.uint8)[..., None], 3, -1))
-        rows.append({"path": str(f), "score": float(scores[i]),
-                     "decision": None if thr is None else ("defective" if scores[i] >= thr else "good")})
-    return rows
-
+            batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 2,
+            overwrite: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
+    """Score new images (files, or folders searched recursively) with a trained run into folder ``out``:
+    predictions.csv (score, good/defective at the run's threshold, or the file's error), heat-map
+    overlay and defect-mask PNGs named by each input's relative path. Inputs and ``out`` are checked
+    before the model loads; ``overwrite`` replaces an earlier prediction in ``out``. Rows: one dict per
+    image, ``error`` None where it worked (``distillad.predict`` has the details)."""
+    from .predict import predict_images
+    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads)

@@ -17,7 +17,7 @@ ever unpickled: loading = the method's class rebuilt from its stored keywords + 
 
 Files are written atomically (a temporary ``.NAME.XXXXXXXX.tmp`` in the same folder, fsync, rename)
 with the mode the umask gives, so a kill or a full disk never leaves a half-written file in place;
-an ``OSError`` while writing becomes a ``StorageError`` naming the file (disk full, read-only ...),
+an ``OSError`` while writing becomes an ``OutputError`` naming the file (disk full, read-only ...),
 and ``remove_temporaries`` clears what a kill left behind. ``run_lock`` keeps two processes from
 training into one folder (``filelock``: an OS lock, released when its process dies).
 """
@@ -25,7 +25,6 @@ training into one folder (``filelock``: an OS lock, released when its process di
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -41,13 +40,14 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import CheckpointError, StorageError
+from .errors import CheckpointError, OutputError
+from .outputs import ensure_folder, write_failed
 from .run_schema import seal, validate_run_spec
 
 __all__ = [
     "FORMAT_VERSION", "atomic_write_bytes", "atomic_write_json", "read_json", "save_weights", "load_weights",
     "write_run_spec", "read_run_spec", "finish_run", "load_run", "save_training_state", "load_training_state",
-    "versions", "append_jsonl", "model_from_spec", "storage_error", "check_writable", "remove_temporaries",
+    "versions", "append_jsonl", "model_from_spec", "storage_error", "remove_temporaries",
     "run_lock", "lock_is_held", "busy_error", "RUN_FILES", "TEST_OUTPUTS",
 ]
 
@@ -68,25 +68,9 @@ def _umask() -> int:
     return mask
 
 
-def storage_error(path: str | Path, e: OSError) -> StorageError:
-    """An ``OSError`` met while writing ``path`` as one line saying what to do."""
-    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return StorageError(f"{path}: no space left on the device; nothing was replaced (an earlier version of "
-                            "the file, if any, is kept). Free some space and run the command again")
-    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StorageError(f"{path}: cannot write here ({e.strerror}); choose a writable folder")
-    return StorageError(f"{path}: cannot write ({e.strerror or e})")
-
-
-def check_writable(folder: str | Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written in it, before any work starts."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise storage_error(folder, e) from None
+def storage_error(path: str | Path, e: OSError) -> OutputError:
+    """An ``OSError`` met while writing one of the library's own files, as one line (``outputs.write_failed``)."""
+    return write_failed(path, e, flag="")
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:
@@ -124,7 +108,7 @@ def busy_error(folder: str | Path) -> CheckpointError:
 def run_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder``'s lock for a training process; a second one is refused at once."""
     from filelock import FileLock, Timeout
-    check_writable(folder)
+    ensure_folder(folder)
     lock = FileLock(str(Path(folder) / LOCK_FILE), timeout=0)
     try:
         lock.acquire()

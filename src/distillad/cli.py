@@ -11,6 +11,9 @@ ends with one line naming the flag or file and the problem, no stack trace.
 
 ``tune`` takes train's flags plus ``--grid KEY=V1,V2`` (repeatable: a cartesian product) and
 trains and scores every candidate on validation images only (``distillad.tune``).
+
+Exit codes: 0 done; 2 bad input, one line on stderr; 3 ``predict`` predicted some images but not all
+(see ``predict -h``); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -201,12 +204,19 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=16)
 
-    p = sub.add_parser("predict", help="score new images with a trained run")
+    p = sub.add_parser("predict", help="score new images with a trained run", epilog=_PREDICT_EPILOG)
     p.add_argument("--run", required=True)
-    p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="folder for predictions.csv and overlays")
+    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="folder for predictions.csv and overlays (new, empty, or an "
+                   "earlier prediction with --overwrite); never inside an input folder or the run")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=2,
+                   help="processes decoding images while the model runs (0: in this process; default: 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads while predicting (default: cores minus --num-workers, at least 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier prediction in --out (only the files its predictions.csv lists)")
     p.add_argument("--no-overlays", action="store_true")
 
     d = sub.add_parser("demo", help="generate the embedded demo data, train RD, evaluate, draw overlays")
@@ -228,10 +238,20 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the methods")
     m.set_defaults()
 
-    x = sub.add_parser("export", help="export a trained run to ONNX (maps and scores)")
+    x = sub.add_parser("export", help="export a trained run to ONNX or OpenVINO (maps and scores)",
+                       description="Needs the export extra: pip install 'distillad[export]' "
+                                   "(and 'distillad[openvino]' for --format openvino).")
     x.add_argument("--run", required=True)
-    x.add_argument("--out", required=True, help="ONNX file to write")
-    x.add_argument("--batch-size", type=int, default=1)
+    x.add_argument("--out", required=True, help="file to write: .onnx (--format onnx) or .xml (+ .bin, "
+                   "--format openvino); never inside the run folder")
+    x.add_argument("--batch-size", type=int, default=1, help="batch of the check against PyTorch (the "
+                   "exported batch size is dynamic; default: 1)")
+    x.add_argument("--format", choices=("onnx", "openvino"), default="onnx", dest="fmt")
+    x.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8: onnxruntime static quantisation calibrated on the run's validation good images")
+    x.add_argument("--fp16", action="store_true", help="float16 weights and compute (inputs/outputs stay float32)")
+    x.add_argument("--calibration-images", type=int, default=None, metavar="N",
+                   help="with --quantize: use at most N validation images (default: all)")
 
     b = sub.add_parser("benchmark", help="compare methods on real data (see `distillad benchmark -h`)")
     from .benchmark import add_arguments
@@ -342,9 +362,7 @@ def run(argv: Sequence[str]) -> int:
         _print_metrics(out["metrics"])
         print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png")
     elif args.command == "predict":
-        rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays)
-        n_bad = sum(r["decision"] == "defective" for r in rows)
-        print(f"{len(rows)} images: {n_bad} defective, {len(rows) - n_bad} good → {Path(args.out) / 'predictions.csv'}")
+        return _predict(args)
     elif args.command == "demo":
         from .demo import run_demo
         run_demo(args.out, epochs=args.epochs, device=args.device)
@@ -358,13 +376,35 @@ def run(argv: Sequence[str]) -> int:
                                 seed=args.seed)
         print(f"written: {args.out}")
     elif args.command == "export":
-        from .export import export_onnx
-        info = export_onnx(args.run, args.out, batch_size=args.batch_size)
+        from .export import export
+        info = export(args.run, args.out, batch_size=args.batch_size, fmt=args.fmt, quantize=args.quantize,
+                      fp16=args.fp16, calibration_images=args.calibration_images)
         print(json.dumps(info, indent=2))
     elif args.command == "benchmark":
         from .benchmark import run_from_args
         run_from_args(args)
     return 0
+
+
+PREDICT_FAILED = 3  # exit code: some images could not be predicted (listed in predictions.csv and on stderr)
+_PREDICT_EPILOG = (f"Exit codes: 0 every image predicted; {PREDICT_FAILED} some images failed (unreadable file, "
+                   "non-finite score): the others are predicted and written, the failed ones are listed in "
+                   "predictions.csv with their error and named on stderr; 2 nothing done (bad input or output).")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """``distillad predict``; exit code ``PREDICT_FAILED`` when some images failed."""
+    from . import api
+    rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays,
+                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads)
+    failed = [r for r in rows if r["error"]]
+    n_bad = sum(r["decision"] == "defective" for r in rows)
+    n_good = sum(r["decision"] == "good" for r in rows)
+    for r in failed:
+        print(f"distillad: error: {r['error']}", file=sys.stderr)
+    print(f"{len(rows)} images: {n_bad} defective, {n_good} good, {len(failed)} failed "
+          f"→ {Path(args.out) / 'predictions.csv'}")
+    return PREDICT_FAILED if failed else 0
 
 
 def _grid(model: str, items: Sequence[str]) -> dict[str, list[Any]]:

@@ -37,7 +37,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
     api.train("rd", data, run, device=device, progress=progress, **budget)
     res = api.test(run, device=device, progress=progress)
     preds = api.predict(run, [data / "test" / "crack", data / "test" / "good"], out / "predictions",
-                        device=device, progress=progress)
+                        device=device, progress=progress, overwrite=True)
     m = res["metrics"]
     n_bad = sum(p["decision"] == "defective" for p in preds)
     lines = [
@@ -50,7 +50,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, device: s
         f"predict on test/crack + test/good: {n_bad} of {len(preds)} flagged defective "
         "(threshold from validation good images).", "",
         "Pictures: `run/overlays.png` (heat maps; green = ground truth, white = predicted defect),",
-        "`run/scores.png` (score histogram and ROC), `predictions/*_overlay.png`.",
+        "`run/scores.png` (score histogram and ROC), `predictions/{crack,good}/*_overlay.png`.",
     ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:11]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["DistilladError", "DataError", "CheckpointError", "TeacherWeightsError", "ConfigError", "TrainingError",
-           "StorageError"]
+           "OutputError"]
 
 
 class DistilladError(Exception):
@@ -30,5 +30,5 @@ class TrainingError(DistilladError):
     """Training cannot go on (the loss or the model's outputs became NaN/inf)."""
 
 
-class StorageError(DistilladError, OSError):
-    """A file cannot be written (read-only folder, permission, disk full); the message names it."""
+class OutputError(DistilladError):
+    """An output path cannot be used: not writable, full, or it would overwrite an input or a run's files."""

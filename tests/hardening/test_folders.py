@@ -14,7 +14,7 @@ from helpers.hardening import TINY, TINY_FLAGS, fingerprint
 
 from distillad import api
 from distillad.checkpoint import LOCK_FILE, atomic_write_bytes, load_run
-from distillad.errors import CheckpointError, StorageError
+from distillad.errors import CheckpointError, OutputError
 
 
 def _train(cli, data, out, *extra):
@@ -120,12 +120,12 @@ def _fail_writes(monkeypatch, err: int, after: int = 0):
 def test_atomic_write_on_a_full_disk_keeps_the_old_file(monkeypatch, tmp_path):
     atomic_write_bytes(tmp_path / "f.json", b"old")
     _fail_writes(monkeypatch, errno.ENOSPC)
-    with pytest.raises(StorageError, match="no space left"):
+    with pytest.raises(OutputError, match="no space left"):
         atomic_write_bytes(tmp_path / "f.json", b"new")
     assert (tmp_path / "f.json").read_bytes() == b"old" and os.listdir(tmp_path) == ["f.json"]
 
 
-@pytest.mark.parametrize("err,needle", [(errno.ENOSPC, "no space left"), (errno.EROFS, "cannot write here")])
+@pytest.mark.parametrize("err,needle", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only file system")])
 def test_train_on_a_full_or_read_only_disk(err, needle, monkeypatch, cli, tiny_data, tmp_path):
     """The disk fills after the first step's state: one line, the last good state kept, no temp file,
     and --resume finishes once there is room again."""
@@ -145,10 +145,10 @@ def test_test_into_a_read_only_run_fails_before_the_work(monkeypatch, cli, run_c
 
     def refuse(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     t0 = time.perf_counter()
     code, err = cli("test", "--run", run_copy)
-    assert code == 2 and "cannot write here" in err and str(run_copy) in err
+    assert code == 2 and "read-only file system" in err and str(run_copy) in err
     assert fingerprint(run_copy) == before and time.perf_counter() - t0 < 30
 
 
@@ -161,7 +161,7 @@ def test_unwritable_out_for_train(monkeypatch, cli, tiny_data, tmp_path):
         return real(path, *a, **k)
     monkeypatch.setattr(os, "mkdir", mkdir)
     code, err = _train(cli, tiny_data, tmp_path / "ro" / "run")
-    assert code == 2 and "cannot write here" in err
+    assert code == 2 and "permission denied" in err
 
 
 def test_temporaries_left_by_a_kill_are_removed_on_resume(tiny_data, tmp_path):

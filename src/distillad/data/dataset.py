@@ -14,7 +14,15 @@ from ..errors import ConfigError, DataError
 from .io import load_image, load_mask
 from .samples import Sample
 
-__all__ = ["AnomalyDataset"]
+__all__ = ["AnomalyDataset", "resize_image"]
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB (H, W, 3) → (h, w, 3) with Pillow bilinear (antialiased): the resize of every model input."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -73,9 +81,7 @@ class AnomalyDataset(Dataset):
                     f"{image.shape[1]}x{image.shape[0]} (width x height)"
                 )
             mask = full if full.shape == (h, w) else np.array(Image.fromarray(full).resize((w, h), Image.Resampling.NEAREST))
-        if image.shape[:2] != (h, w):
-            image = np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
-        return image, mask
+        return resize_image(image, (h, w)), mask
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -83,14 +83,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..hints import (
-    Betas,
-    Fraction,
-    NonNegativeFloat,
-    NonNegativePair,
-    PositiveFloat,
-    PositiveInt,
-)
+from ..hints import Betas, Fraction, NonNegativeFloat, NonNegativePair, PositiveFloat, PositiveInt
 from ..layers import ConvBNAct, conv1x1, match_sizes, reverse_layout
 from ..losses import flat_cosine_loss, normalized_mse_loss
 from ..maps import cosine_distance
