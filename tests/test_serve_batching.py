@@ -58,6 +58,37 @@ def test_max_batch_splits_and_max_wait_bounds_the_wait():
     assert waited < 1.0
 
 
+def test_waits_for_admitted_requests_only():
+    """A batch waits (up to max_wait) for requests admitted but still decoding, and not for anyone else."""
+    seen: list[list[str]] = []
+
+    def ident(items):
+        seen.append(list(items))
+        return list(items)
+
+    async def one(b, name, delay):
+        with b.admit() as ticket:
+            await asyncio.sleep(delay)  # reading and decoding its body
+            return await b.submit(name, ticket)
+
+    async def main():
+        b = MicroBatcher(ident, max_batch=8, max_wait_ms=2000, max_queue=16)
+        b.start()
+        t0 = time.perf_counter()
+        out = await asyncio.gather(one(b, "a", 0), one(b, "b", 0.05), one(b, "c", 0.1))
+        together = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        alone = await one(b, "alone", 0)
+        lone = time.perf_counter() - t0
+        await b.close()
+        return out, together, alone, lone
+
+    out, together, alone, lone = _run(main())
+    assert out == ["a", "b", "c"] and alone == "alone"
+    assert seen == [["a", "b", "c"], ["alone"]]
+    assert together < 1.5 and lone < 0.5  # neither waited the full 2 s
+
+
 def test_a_failing_batch_fails_its_own_requests_only():
     def maybe_fail(items):
         if "bad" in items:

@@ -235,6 +235,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("--max-upload-mb", type=float, default=20.0,
                    help="larger request bodies are refused with 413 before being read (default: 20)")
     v.add_argument("--max-files", type=int, default=16, help="most images in one /v1/predict/batch (default: 16)")
+    v.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     v.add_argument("--token-file", help="file holding a bearer token that /v1/ requests must send (default: none)")
     v.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: CORS off)")
@@ -366,7 +367,7 @@ def run(argv: Sequence[str]) -> int:
                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
                           max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                           token=None if args.token_file is None else read_token(args.token_file),
-                          cors_origins=args.cors_origin)
+                          cors_origins=args.cors_origin, threads=args.threads)
         serve(cfg, args.host, args.port, log_level="info" if args.verbose else "warning")
     elif args.command == "benchmark":
         from .benchmark import run_from_args

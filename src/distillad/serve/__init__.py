@@ -36,6 +36,7 @@ class ServeConfig:
     max_pixels: int | None = None  # None: Pillow's Image.MAX_IMAGE_PIXELS
     token: str | None = None
     cors_origins: list[str] = field(default_factory=list)
+    threads: int | None = None  # torch intra-op threads; None: torch's default
     decode_workers: int = max(1, min(4, os.cpu_count() or 1))
 
     def check(self) -> None:
@@ -43,6 +44,8 @@ class ServeConfig:
         for flag, v in (("--timeout-s", self.timeout_s), ("--max-upload-mb", self.max_upload_mb)):
             if not v > 0:
                 raise ConfigError(f"{flag} must be > 0, got {v!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads!r}")
         if self.max_files < 1:
             raise ConfigError(f"--max-files must be >= 1, got {self.max_files!r}")
         if self.token is not None and not self.token:

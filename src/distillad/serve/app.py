@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import DataError
 from . import ServeConfig
 from .backends import Backend, finished_spec, load_backend
-from .batching import MicroBatcher, QueueFull
+from .batching import MicroBatcher, QueueFull, Ticket
 
 __all__ = ["create_app", "ApiError"]
 
@@ -100,10 +100,14 @@ class _Service:
 
     def _run_batch(self, items: list[torch.Tensor]) -> list[tuple[np.ndarray, float]]:
         assert self.backend is not None
+        if self.cfg.threads is not None and torch.get_num_threads() != self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)  # OpenMP's setting is per calling thread
         maps, scores = self.backend.predict(items)
         return [(maps[i, 0], float(scores[i])) for i in range(len(items))]
 
     def _load(self) -> None:
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
         backend = self.factory()
         x = torch.zeros(3, *self.size)
         for n in sorted({1, self.cfg.max_batch}):  # first calls at each batch size pay one-time costs
@@ -274,14 +278,14 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
             raise ApiError(400, "bad_request", "a PNG answer holds one picture of one image: ask for mask=png or "
                                                "heatmap=png on /v1/predict, or for base64")
         try:
-            with svc.batcher.admit():
-                return await asyncio.wait_for(_predict(request, mask, heatmap, batch), cfg.timeout_s)
+            with svc.batcher.admit() as ticket:
+                return await asyncio.wait_for(_predict(request, mask, heatmap, batch, ticket), cfg.timeout_s)
         except QueueFull as e:
             raise ApiError(503, "busy", f"the service is busy: {e}; retry shortly", {"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"no answer within {cfg.timeout_s:g} s (--timeout-s)") from None
 
-    async def _predict(request: Request, mask: Picture, heatmap: Picture, batch: bool) -> Response:
+    async def _predict(request: Request, mask: Picture, heatmap: Picture, batch: bool, ticket: Ticket) -> Response:
         files = await _uploads(request, cfg.max_files if batch else 1)
         if len(files) > 1 and not batch:
             raise ApiError(400, "bad_request", "several images: send them to /v1/predict/batch")
@@ -292,7 +296,7 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
         except DataError as e:
             raise ApiError(400, "bad_image", str(e)) from None
         del files
-        results = await asyncio.gather(*(svc.batcher.submit(x) for _, x in prepared))
+        results = await asyncio.gather(*(svc.batcher.submit(x, ticket) for _, x in prepared))
         answers = await asyncio.gather(*(loop.run_in_executor(svc.pool, svc.answer, name, img, amap, score, mask, heatmap)
                                          for name, (img, _), (amap, score) in zip(names, prepared, results)))
         if batch:

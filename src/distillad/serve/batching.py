@@ -1,7 +1,9 @@
 """Dynamic micro-batching: concurrent requests are gathered into one forward pass and answered one by one.
 
 The first waiting item opens a batch; more are taken until ``max_batch`` items or ``max_wait_ms``
-have passed, whichever comes first (``max_wait_ms=0``: only what is already waiting). The batch
+have passed, whichever comes first (``max_wait_ms=0``: only what is already waiting). It waits only
+while admitted requests have not yet handed in their images (their bodies are being read or
+decoded), so a lone request never waits for company that is not coming. The batch
 runs on one worker thread (one forward at a time: models are not assumed thread-safe), so the
 event loop keeps accepting requests, and those that arrive during a forward form the next batch.
 Admission is bounded: past ``max_queue`` requests in flight, ``admit`` refuses at once (the HTTP
@@ -19,17 +21,27 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["MicroBatcher", "QueueFull"]
+__all__ = ["MicroBatcher", "QueueFull", "Ticket"]
 
 
 class QueueFull(Exception):
     """More requests in flight than the queue admits; retry later."""
 
 
+class Ticket:
+    """One admitted request; ``coming`` until it submits its first item."""
+
+    __slots__ = ("coming",)
+
+    def __init__(self) -> None:
+        self.coming = True
+
+
 class MicroBatcher:
     """Run ``run_batch(items) -> results`` (one result per item, same order) over gathered items.
 
-    Use from one asyncio loop: ``start()``, then ``with admit(): await submit(item)``, then ``await close()``."""
+    Use from one asyncio loop: ``start()``, then ``with admit() as t: await submit(item, t)``, then
+    ``await close()``."""
 
     def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], max_batch: int = 16,
                  max_wait_ms: float = 5.0, max_queue: int = 64) -> None:
@@ -42,6 +54,7 @@ class MicroBatcher:
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self.stats = {"batches": 0, "items": 0, "largest_batch": 0, "rejected": 0, "compute_s": 0.0}
         self._in_flight = 0
+        self._coming = 0  # admitted requests that have not submitted yet: worth waiting for
         self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillad-batch")
@@ -67,21 +80,29 @@ class MicroBatcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self) -> Iterator[Ticket]:
         """Count one request in flight for the ``with`` block; ``QueueFull`` when ``max_queue`` are."""
         if self._in_flight >= self.max_queue:
             self.stats["rejected"] += 1
             raise QueueFull(f"{self._in_flight} requests in flight (--max-queue {self.max_queue})")
+        ticket = Ticket()
         self._in_flight += 1
+        self._coming += 1
         try:
-            yield
+            yield ticket
         finally:
             self._in_flight -= 1
+            if ticket.coming:
+                self._coming -= 1
 
-    async def submit(self, item: Any) -> Any:
-        """Queue one item and wait for its own result (an exception of its batch is raised here)."""
+    async def submit(self, item: Any, ticket: Ticket | None = None) -> Any:
+        """Queue one item and wait for its own result (an exception of its batch is raised here).
+        ``ticket``: of the admitted request the item belongs to (without one, nobody is waited for)."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
+        if ticket is not None and ticket.coming:
+            ticket.coming = False
+            self._coming -= 1
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, fut))
         return await fut  # cancelling the waiter cancels fut; the loop then skips the item
@@ -95,7 +116,7 @@ class MicroBatcher:
                 batch.append(self._queue.get_nowait())
                 continue
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._coming <= 0:  # nobody else is on the way
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), left))
