@@ -257,8 +257,7 @@ def main() -> None:
             for srv in servers.values():
                 srv.stop()
         spec = json.loads((run / "run.json").read_text())
-        meta = {"date": dt.date.today().isoformat(), "command": "PYTHONPATH=src .venv/bin/python benchmarks/bench_serve.py "
-                + " ".join(sys.argv[1:]), "machine": f"{platform.processor() or platform.machine()}, "
+        meta = {"date": dt.date.today().isoformat(), "command": " ".join(["PYTHONPATH=src .venv/bin/python benchmarks/bench_serve.py", *sys.argv[1:]]), "machine": f"{platform.processor() or platform.machine()}, "
                 f"{platform.python_implementation()} {platform.python_version()}",
                 "cores": os.cpu_count(), "load_before": load_before,
                 "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),

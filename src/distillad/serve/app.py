@@ -100,32 +100,31 @@ class _Service:
 
     def _run_batch(self, items: list[torch.Tensor]) -> list[tuple[np.ndarray, float]]:
         assert self.backend is not None
-        if self.cfg.threads is not None and torch.get_num_threads() != self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)  # OpenMP's setting is per calling thread
         maps, scores = self.backend.predict(items)
         return [(maps[i, 0], float(scores[i])) for i in range(len(items))]
 
-    def _load(self) -> None:
+    def _warm_up(self, backend: Backend) -> None:
+        """On the batch thread: its torch threads, then one forward at each batch size that will be common."""
         if self.cfg.threads is not None:
-            torch.set_num_threads(self.cfg.threads)
-        backend = self.factory()
+            torch.set_num_threads(self.cfg.threads)  # OpenMP's setting belongs to the calling thread
         x = torch.zeros(3, *self.size)
-        for n in sorted({1, self.cfg.max_batch}):  # first calls at each batch size pay one-time costs
+        for n in sorted({1, self.cfg.max_batch}):
             backend.predict([x] * n)
-        self.backend = backend
 
     async def start(self) -> None:
         self.batcher.start()
         try:
-            await asyncio.to_thread(self._load)
+            backend = await asyncio.to_thread(self.factory)
+            await self.batcher.call(self._warm_up, backend)
         except Exception as e:  # noqa: BLE001 - reported on /readyz and to the CLI
             self.load_error = str(e) or type(e).__name__
             log.error("distillad serve: the model failed to load: %s", self.load_error)
             if self.on_load_error is not None:
                 self.on_load_error(self.load_error)
             return
+        self.backend = backend
         self.ready = True
-        log.info("distillad serve: model loaded and warmed up (%s on %s)", self.backend.name, self.backend.device)
+        log.info("distillad serve: model loaded and warmed up (%s on %s)", backend.name, backend.device)
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -213,7 +212,8 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
         return [("request body", body)]
     raise ApiError(415, "unsupported_media_type",
                    f"Content-Type {ctype!r} is not accepted: send the image as the body (image/png, image/jpeg, ... "
-                   "or application/octet-stream) or as multipart/form-data")
+                   "or application/octet-stream) or as multipart/form-data (curl: -H 'Content-Type: image/png' "
+                   "--data-binary @FILE, or -F file=@FILE)")
 
 
 def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None = None,

@@ -69,6 +69,10 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the batch thread (warm-up: thread-local caches and settings are the batches')."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     async def close(self) -> None:
         """Stop gathering; items still waiting are cancelled."""
         if self._task is not None:
