@@ -38,3 +38,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def serve_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained RD run to serve: random teacher, 64 px, 1 epoch, 3 validation images (so thresholds
+    and the colour scale are defined). For ``distillad serve`` tests; its scores mean nothing."""
+    from distillad import api
+    from distillad.demo_data import make_demo_dataset
+    root = tmp_path_factory.mktemp("serve")
+    data = make_demo_dataset(root / "data", n_train=10, n_test_good=2, n_test_defect=2, size=64, seed=3)
+    api.train(model="rd", data=data, out=root / "run", epochs=1, batch_size=4, image_size=64,
+              teacher_weights="random", val_fraction=0.3, progress=False)
+    return root / "run"

@@ -1,4 +1,4 @@
-"""Command line: ``distillad train | tune | test | predict | demo | benchmark | synth-preview | export``.
+"""Command line: ``distillad train | tune | test | predict | demo | benchmark | synth-preview | export | serve``.
 
 Flags map 1:1 to keywords: ``--epochs`` is ``train(epochs=)``; a method's own keywords
 (``--teacher``, ``--lr``, ``--sigma`` ...) are read from its constructor's signature and typed
@@ -253,6 +253,30 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--calibration-images", type=int, default=None, metavar="N",
                    help="with --quantize: use at most N validation images (default: all)")
 
+    v = sub.add_parser("serve", help="serve a trained run over HTTP: JSON API, web page at /, docs at /docs",
+                       description="Micro-batched HTTP service over a run (needs the serve extra: "
+                                   "pip install 'distillad[serve]'). Binds to 127.0.0.1 unless --host says otherwise.")
+    v.add_argument("--run", required=True)
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="default: 8000")
+    v.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch: the run's model (default); onnx: the file of `distillad export` on onnxruntime")
+    v.add_argument("--onnx", help="ONNX file for --backend onnx (default: RUN/model.onnx)")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--max-batch", type=int, default=16, help="most images in one forward pass (default: 16)")
+    v.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a batch waits for more requests once it has one (default: 5)")
+    v.add_argument("--max-queue", type=int, default=64,
+                   help="requests in flight beyond which the answer is 503 + Retry-After (default: 64)")
+    v.add_argument("--timeout-s", type=float, default=30.0, help="answer 504 after this long (default: 30)")
+    v.add_argument("--max-upload-mb", type=float, default=20.0,
+                   help="larger request bodies are refused with 413 before being read (default: 20)")
+    v.add_argument("--max-files", type=int, default=16, help="most images in one /v1/predict/batch (default: 16)")
+    v.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
+    v.add_argument("--token-file", help="file holding a bearer token that /v1/ requests must send (default: none)")
+    v.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN to call the API (repeatable; default: CORS off)")
+
     b = sub.add_parser("benchmark", help="compare methods on real data (see `distillad benchmark -h`)")
     from .benchmark import add_arguments
     add_arguments(b)
@@ -380,6 +404,14 @@ def run(argv: Sequence[str]) -> int:
         info = export(args.run, args.out, batch_size=args.batch_size, fmt=args.fmt, quantize=args.quantize,
                       fp16=args.fp16, calibration_images=args.calibration_images)
         print(json.dumps(info, indent=2))
+    elif args.command == "serve":
+        from .serve import ServeConfig, read_token, serve
+        cfg = ServeConfig(args.run, backend=args.backend, onnx=args.onnx, device=args.device, max_batch=args.max_batch,
+                          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
+                          max_upload_mb=args.max_upload_mb, max_files=args.max_files,
+                          token=None if args.token_file is None else read_token(args.token_file),
+                          cors_origins=args.cors_origin, threads=args.threads)
+        serve(cfg, args.host, args.port, log_level="info" if args.verbose else "warning")
     elif args.command == "benchmark":
         from .benchmark import run_from_args
         run_from_args(args)

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["overlay", "save_png", "overlay_strip", "plot_scores", "calibrated_colour_scale", "strip_indices",
+__all__ = ["overlay", "save_png", "png_bytes", "overlay_strip", "plot_scores", "calibrated_colour_scale", "strip_indices",
            "overlay_strip_for_run"]
 
 
@@ -53,6 +53,15 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
     if not ok:
         raise ValueError(f"{path}: could not encode the picture as PNG")
     atomic_write_bytes(path, buf.tobytes())
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG file content of a uint8 RGB (H,W,3) or grey (H,W) picture (an HTTP answer, say)."""
+    a = np.ascontiguousarray(np.asarray(image))
+    ok, buf = cv2.imencode(".png", a[..., ::-1] if a.ndim == 3 else a)
+    if not ok:
+        raise ValueError(f"cannot encode a {a.shape} {a.dtype} array as PNG")
+    return buf.tobytes()
 
 
 def overlay_strip(images: Sequence[np.ndarray], maps: Sequence[np.ndarray], vmin: float, vmax: float,

@@ -1,8 +1,8 @@
 """Data loading: decode images/masks, list samples of known dataset layouts, torch Dataset."""
 
 from .adapters import MPDD_CATEGORIES, btad_samples, mpdd_samples, mvtec3d_samples, visa_samples
-from .dataset import AnomalyDataset
-from .io import IMAGE_EXTENSIONS, load_image, load_mask
+from .dataset import AnomalyDataset, image_to_tensor, resize_image
+from .io import IMAGE_EXTENSIONS, decode_image, load_image, load_mask
 from .layout import LAYOUTS, detect_layout, load_samples
 from .root import find_data_root
 from .samples import Sample, folder_samples, magnetic_tile_samples, mvtec_samples, train_val_split
@@ -14,9 +14,11 @@ __all__ = [
     "AnomalyDataset",
     "Sample",
     "btad_samples",
+    "decode_image",
     "detect_layout",
     "find_data_root",
     "folder_samples",
+    "image_to_tensor",
     "load_image",
     "load_mask",
     "load_samples",
@@ -24,6 +26,7 @@ __all__ = [
     "mpdd_samples",
     "mvtec3d_samples",
     "mvtec_samples",
+    "resize_image",
     "train_val_split",
     "visa_samples",
 ]

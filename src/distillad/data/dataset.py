@@ -14,15 +14,7 @@ from ..errors import ConfigError, DataError
 from .io import load_image, load_mask
 from .samples import Sample
 
-__all__ = ["AnomalyDataset", "resize_image"]
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB (H, W, 3) → (h, w, 3) with Pillow bilinear (antialiased): the resize of every model input."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+__all__ = ["AnomalyDataset", "resize_image", "image_to_tensor"]
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -31,6 +23,20 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
         raise ConfigError(f"image_size must be a positive int or (H, W), got {image_size!r}")
     return int(size[0]), int(size[1])
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB (H, W, 3) squashed to ``size`` (H, W) with Pillow bilinear (antialiased); as is when it fits.
+    The one resize of every image a model sees (datasets, ``distillad serve``)."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) → float32 (3, H, W) in [0, 1], the model's input."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
 class AnomalyDataset(Dataset):
@@ -95,7 +101,7 @@ class AnomalyDataset(Dataset):
         h, w = self.size
         mask_t = torch.zeros(1, h, w) if mask is None else torch.from_numpy(np.ascontiguousarray(mask)).float()[None]
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+            "image": image_to_tensor(image),
             "mask": mask_t,
             "label": torch.tensor(s.label, dtype=torch.int64),
             "path": str(s.image),

@@ -14,6 +14,7 @@ Conversions (pixels are used as stored: EXIF orientation is ignored so masks sta
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -22,10 +23,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_mask", "is_image_file"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_mask", "is_image_file", "decode_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
 
 def is_image_file(path: Path) -> bool:
@@ -70,37 +72,64 @@ def _check_path(path: str | Path) -> Path:
 def _read_uint8(path: str | Path) -> np.ndarray:
     """Decode to uint8, grey (H, W) or RGB (H, W, 3), alpha dropped and 16-bit scaled."""
     p = _check_path(path)
+    return _decode_uint8(p, str(p), tiff=p.suffix.lower() in (".tif", ".tiff"))
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+    """Decode image bytes (an HTTP upload, say) exactly as :func:`load_image` decodes the same file:
+    uint8 RGB (H, W, 3). ``name`` is used in error messages; ``max_pixels`` (default: Pillow's
+    ``Image.MAX_IMAGE_PIXELS``) refuses larger images from their header, before decoding."""
+    if not data:
+        raise DataError(f"{name}: empty (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    arr = _decode_uint8(data, name, tiff=data[:4] in _TIFF_SIGNATURES, max_pixels=limit)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def _decode_uint8(src: Path | bytes, name: str, tiff: bool, max_pixels: int | None = None) -> np.ndarray:
+    """``src`` (a file or its bytes) → uint8, grey (H, W) or RGB (H, W, 3); ``tiff``: try OpenCV when
+    Pillow cannot identify it."""
     try:
-        with Image.open(p) as im:
-            if _is_16bit_colour(p, im):
-                arr = _read_cv2(p)
+        with Image.open(src if isinstance(src, Path) else io.BytesIO(src)) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise DataError(f"{name}: {im.width}x{im.height} pixels is over the limit of {max_pixels} "
+                                "(a decompression bomb?)")
+            if _is_16bit_colour(_head(src), im):
+                arr = _read_cv2(src, name)
             else:
                 im.load()
-                arr = _pil_to_array(im, p)
+                arr = _pil_to_array(im, name)
     except DataError:
         raise
     except UnidentifiedImageError:
-        if p.suffix.lower() not in (".tif", ".tiff"):
-            raise DataError(f"{p}: not a readable image (unknown or corrupt format)") from None
-        arr = _read_cv2(p)  # TIFF flavours Pillow cannot open
+        if not tiff:
+            raise DataError(f"{name}: not a readable image (unknown or corrupt format)") from None
+        arr = _read_cv2(src, name)  # TIFF flavours Pillow cannot open
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{p}: cannot decode image ({exc})") from None
+        raise DataError(f"{name}: cannot decode image ({exc})") from None
     if arr.dtype == np.uint16:
         arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if arr.dtype != np.uint8:
-        raise DataError(f"{p}: unsupported pixel type {arr.dtype}")
+        raise DataError(f"{name}: unsupported pixel type {arr.dtype}")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if min(arr.shape[:2]) == 0:
-        raise DataError(f"{p}: empty image")
+        raise DataError(f"{name}: empty image")
     return arr
 
 
-def _is_16bit_colour(p: Path, im: Image.Image) -> bool:
-    """16-bit colour PNG/TIFF, which Pillow would silently truncate to 8 bits."""
+def _head(src: Path | bytes, n: int = 26) -> bytes:
+    if isinstance(src, Path):
+        with open(src, "rb") as f:
+            return f.read(n)
+    return src[:n]
+
+
+def _is_16bit_colour(head: bytes, im: Image.Image) -> bool:
+    """16-bit colour PNG/TIFF, which Pillow would silently truncate to 8 bits; ``head``: the file's first bytes."""
     if im.format == "PNG":
-        with open(p, "rb") as f:
-            head = f.read(26)
         # IHDR: byte 24 is the bit depth, byte 25 the colour type (2 RGB, 4 grey+alpha, 6 RGBA).
         return head[:8] == _PNG_SIGNATURE and head[24] == 16 and head[25] in (2, 4, 6)
     if im.format == "TIFF" and im.mode in ("RGB", "RGBA", "RGBX", "LA"):
@@ -109,7 +138,7 @@ def _is_16bit_colour(p: Path, im: Image.Image) -> bool:
     return False
 
 
-def _pil_to_array(im: Image.Image, p: Path) -> np.ndarray:
+def _pil_to_array(im: Image.Image, p: str) -> np.ndarray:
     """Pillow image -> uint8/uint16 array, grey (H, W) or RGB (H, W, 3)."""
     mode = im.mode
     if mode == "L" or mode == "RGB":
@@ -130,13 +159,14 @@ def _pil_to_array(im: Image.Image, p: Path) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
-def _read_cv2(p: Path) -> np.ndarray:
+def _read_cv2(src: Path | bytes, name: str) -> np.ndarray:
     """OpenCV fallback for 16-bit colour files: returns RGB (alpha dropped) at native depth."""
-    arr = cv2.imdecode(np.fromfile(str(p), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    buf = np.fromfile(str(src), dtype=np.uint8) if isinstance(src, Path) else np.frombuffer(src, dtype=np.uint8)
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise DataError(f"{p}: not a readable image (unknown or corrupt format)")
+        raise DataError(f"{name}: not a readable image (unknown or corrupt format)")
     if arr.dtype not in (np.uint8, np.uint16):
-        raise DataError(f"{p}: {arr.dtype} pixels are not supported (convert to 8 or 16 bit)")
+        raise DataError(f"{name}: {arr.dtype} pixels are not supported (convert to 8 or 16 bit)")
     if arr.ndim == 3:
         if arr.shape[2] == 2:
             return arr[:, :, 0]

@@ -1,0 +1,125 @@
+"""What computes a batch for ``distillad serve``: the run's PyTorch model, or the ONNX file that
+``distillad export`` wrote for it, run with onnxruntime. Both take a list of (3, H, W) float32
+images in [0, 1] at the run's image size and return (maps (B, 1, H, W), scores (B,)) as numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_run, read_run_spec
+from ..errors import CheckpointError, ConfigError
+
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "load_backend", "check_backend", "finished_spec", "BACKENDS"]
+
+BACKENDS = ("torch", "onnx")
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Images (3, H, W) → (maps (B, 1, H, W), scores (B,)) float32."""
+        ...
+
+
+def finished_spec(run: str | Path) -> dict[str, Any]:
+    """run.json of a trained run (format checked), or a ``CheckpointError`` saying why it cannot serve."""
+    spec = read_run_spec(run)
+    if not spec.get("finished"):
+        raise CheckpointError(f"{run}: training did not finish, nothing to serve")
+    return spec
+
+
+class TorchBackend:
+    """The run's model rebuilt by ``checkpoint.load_run`` (format, weights and teacher hashes checked)."""
+
+    name = "torch"
+
+    def __init__(self, run: str | Path, device: str = "auto") -> None:
+        from ..engine import resolve_device
+        dev = resolve_device(device)
+        self.model, self.spec = load_run(run, dev)
+        self.dev = dev
+        self.device = str(dev)
+
+    def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            maps, scores = self.model.predict(torch.stack(list(images)).to(self.dev))  # type: ignore[operator]
+        return maps.float().cpu().numpy(), scores.float().cpu().numpy()
+
+
+class OnnxBackend:
+    """``distillad export``'s file (input ``images`` (B, 3, H, W) → ``anomaly_maps``, ``scores``) on
+    onnxruntime; its input size must be the run's. Nothing ties the file to the run's weights beyond
+    that: serve the file exported from this run."""
+
+    name = "onnx"
+
+    def __init__(self, run: str | Path, onnx_path: str | Path | None = None, device: str = "auto") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("--backend onnx needs onnxruntime: pip install 'distillad[export]'") from None
+        self.spec = finished_spec(run)
+        path = onnx_file(run, onnx_path)
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({e})") from None
+        names = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
+        if names != (["images"], ["anomaly_maps", "scores"]):
+            raise CheckpointError(f"{path}: inputs/outputs {names}, expected (['images'], ['anomaly_maps', 'scores']) "
+                                  "as `distillad export` writes them")
+        shape = self.session.get_inputs()[0].shape
+        size = self.spec["image_size"]
+        hw = [size, size] if isinstance(size, int) else list(size)
+        if list(shape[2:]) != hw:
+            raise CheckpointError(f"{path}: input size {shape[2:]} but the run {run} works at {hw}; "
+                                  "export this run's model")
+        self.path = path
+        self.device = self.session.get_providers()[0]
+
+    def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.stack(list(images)).numpy().astype(np.float32, copy=False)
+        maps, scores = self.session.run(None, {"images": x})
+        return np.asarray(maps, dtype=np.float32), np.asarray(scores, dtype=np.float32).reshape(-1)
+
+
+def onnx_file(run: str | Path, onnx_path: str | Path | None) -> Path:
+    """The ONNX file to serve (default ``RUN/model.onnx``), which must exist."""
+    path = Path(onnx_path) if onnx_path is not None else Path(run) / "model.onnx"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX file not found; write it with "
+                              f"`distillad export --run {run} --out {path}` (or pass --onnx FILE)")
+    return path
+
+
+def check_backend(kind: str, run: str | Path, onnx_path: str | Path | None = None) -> None:
+    """What can be checked in a moment before a server starts: the run is finished, the backend known,
+    the ONNX file there. (Loading the model, the slow part, happens once the server listens.)"""
+    finished_spec(run)
+    if kind not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    if kind == "torch" and onnx_path is not None:
+        raise ConfigError("--onnx is only used with --backend onnx")
+    if kind == "onnx":
+        onnx_file(run, onnx_path)
+
+
+def load_backend(kind: str, run: str | Path, device: str = "auto", onnx_path: str | Path | None = None) -> Backend:
+    """The backend named ``kind`` (torch | onnx) over run folder ``run``."""
+    if kind == "torch":
+        if onnx_path is not None:
+            raise ConfigError("--onnx is only used with --backend onnx")
+        return TorchBackend(run, device)
+    if kind == "onnx":
+        return OnnxBackend(run, onnx_path, device)
+    raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
