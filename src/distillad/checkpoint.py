@@ -187,9 +187,9 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def save_weights(path: str | Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Atomically write tensors as safetensors; returns the file's SHA-256."""
-    data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Atomically write tensors (and string ``metadata``) as safetensors; returns the file's SHA-256."""
+    data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -310,7 +310,9 @@ def _load_student(model: torch.nn.Module, state: dict[str, torch.Tensor], where:
 
 def save_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
                         step: Any, history: list[dict[str, Any]], run_id: str | None = None) -> None:
-    """Model and every phase's optimiser tensors to ``last.safetensors``, the rest to ``trainer_state.json``.
+    """Model and every phase's optimiser tensors, with the rest of the state as JSON metadata, in ONE atomically
+    written ``last.safetensors`` (so a kill can never pair new weights with an old step); ``trainer_state.json``
+    follows as a readable copy, with the weights' SHA-256.
 
     ``step``: the ``phases.Step`` just finished (its index, phase and epoch are recorded)."""
     run_dir = Path(run_dir)
@@ -326,10 +328,23 @@ def save_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers:
                 else:
                     scalars.setdefault(str(idx), {})[k] = v
         optim_json[phase] = {"param_groups": opt["param_groups"], "scalars": scalars}
-    sha = save_weights(run_dir / "last.safetensors", tensors)
-    atomic_write_json(run_dir / "trainer_state.json", {
-        "format_version": FORMAT_VERSION, "run_id": run_id, "step": step.index + 1, "phase": step.phase.name,
-        "phase_epoch": step.epoch + 1, "history": history, "sha256": sha, "optimizers": optim_json})
+    state = {"format_version": FORMAT_VERSION, "run_id": run_id, "step": step.index + 1, "phase": step.phase.name,
+             "phase_epoch": step.epoch + 1, "history": history, "optimizers": optim_json}
+    meta = {_STATE_KEY: json.dumps(state, default=_json_default)}
+    sha = save_weights(run_dir / "last.safetensors", tensors, meta)
+    atomic_write_json(run_dir / "trainer_state.json", {**state, "sha256": sha})
+
+
+_STATE_KEY = "distillad.trainer_state"
+
+
+def _metadata(data: bytes, path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes (an 8-byte little-endian header length, then JSON)."""
+    try:
+        n = int.from_bytes(data[:8], "little")
+        return dict(json.loads(data[8:8 + n]).get("__metadata__") or {})
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise CheckpointError(f"{path}: not a valid safetensors file (unreadable header)") from None
 
 
 def load_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
@@ -339,10 +354,21 @@ def load_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers:
 
     Returns {"step": number of finished steps, "history": log rows}."""
     run_dir = Path(run_dir)
-    path = run_dir / "trainer_state.json"
+    path = run_dir / "last.safetensors"
     if not path.is_file():
         return None
-    st = read_json(path)
+    data = path.read_bytes()
+    try:
+        st = json.loads(_metadata(data, path)[_STATE_KEY])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: holds no trainer state (not written by this distillad version); "
+                              "start over with --overwrite") from None
+    mirror = run_dir / "trainer_state.json"
+    if mirror.is_file():  # the readable copy: same step → same weights; one step behind → killed in between
+        m = read_json(mirror)
+        if m.get("step") == st.get("step") and m.get("sha256") != hashlib.sha256(data).hexdigest():
+            raise CheckpointError(f"{path}: SHA-256 differs from the one recorded at training time; "
+                                  "the file was modified or corrupted")
     if st.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by an incompatible distillad version (trainer state format "
                               f"{st.get('format_version')}, this version reads {FORMAT_VERSION})")
@@ -353,8 +379,11 @@ def load_training_state(run_dir: str | Path, model: torch.nn.Module, optimizers:
     if not isinstance(saved, dict) or set(saved) != set(optimizers):
         raise CheckpointError(f"{path}: saved for phases {sorted(saved or {})}, but the model declares "
                               f"{sorted(optimizers)}")
-    tensors = load_weights(run_dir / "last.safetensors", st.get("sha256"))
-    _load_student(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, run_dir / "last.safetensors")
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
+    _load_student(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     for phase, optimizer in optimizers.items():
         state: dict[int, dict[str, Any]] = {}
         prefix = f"optim.{phase}."

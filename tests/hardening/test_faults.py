@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 from helpers.hardening import TINY_FLAGS
 from safetensors.torch import load_file
 
@@ -58,3 +59,27 @@ def test_kill_at_a_random_point_then_resume(seed, reference, tiny_data, tmp_path
     assert got.keys() == reference.keys()
     assert all((got[k] == reference[k]).all() for k in got), "resumed run differs from the uninterrupted one"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+def test_death_between_the_weights_and_their_readable_copy(tiny_data, tmp_path, monkeypatch):
+    """The window the random kills hit once: last.safetensors replaced, trainer_state.json not yet. The state
+    lives in last.safetensors alone, so the resume is still exact."""
+    from distillad import api, checkpoint
+    from helpers.hardening import TINY
+    kw = {**TINY, "epochs": 3}
+    api.train("rd", tiny_data, tmp_path / "ref", **kw)
+    real, calls = checkpoint.atomic_write_json, {"n": 0}
+
+    def dies_on_second_state_copy(path, obj):
+        if path.name == "trainer_state.json":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt  # the process "dies" here
+        return real(path, obj)
+    monkeypatch.setattr(checkpoint, "atomic_write_json", dies_on_second_state_copy)
+    with pytest.raises(KeyboardInterrupt):
+        api.train("rd", tiny_data, tmp_path / "run", **kw)
+    monkeypatch.undo()
+    api.train("rd", tiny_data, tmp_path / "run", **kw, resume=True)
+    a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
