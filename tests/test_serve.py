@@ -88,7 +88,8 @@ def test_health_ready_model_page_and_docs(client, serve_run):
 
 def test_predict_matches_api_predict_raw_and_multipart(client, serve_run, test_images, tmp_path):
     """Sequential requests (batches of one) give exactly the scores, overlays and decisions of ``api.predict``."""
-    rows = api.predict(serve_run, test_images, tmp_path, device="cpu", batch_size=1, progress=False)
+    out = tmp_path / "pred"
+    rows = api.predict(serve_run, test_images, out, device="cpu", batch_size=1, progress=False)
     thr = read_run_spec(serve_run)["calibration"]["image_threshold"]
     for i, (f, row) in enumerate(zip(test_images, rows)):
         raw = client.post("/v1/predict", content=f.read_bytes(), headers={"content-type": "image/png"}).json()
@@ -100,7 +101,7 @@ def test_predict_matches_api_predict_raw_and_multipart(client, serve_run, test_i
         heat = client.post("/v1/predict?heatmap=png", content=f.read_bytes())
         assert heat.headers["content-type"] == "image/png" and float(heat.headers["x-anomaly-score"]) == pytest.approx(row["score"])
         ours = np.array(Image.open(io.BytesIO(heat.content)).convert("RGB"))
-        np.testing.assert_array_equal(ours, load_image(tmp_path / f"{i:04d}_{f.stem}_overlay.png"))
+        np.testing.assert_array_equal(ours, load_image(out / row["overlay"]))
 
 
 def test_mask_png_and_base64(client, serve_run, test_images):
@@ -130,9 +131,10 @@ def test_16bit_rgba_grey_are_converted_as_predict_does(client, serve_run, test_i
     rgb = load_image(test_images[-1])
     files = {"grey.png": _png(rgb[..., 1]), "rgba.png": _png(np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])),
              "grey16.png": _png(rgb[..., 0].astype(np.uint16) * 257), "rgb16.png": _png(rgb.astype(np.uint16) * 257)}
+    (tmp_path / "in").mkdir()
     for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    rows = api.predict(serve_run, [tmp_path / n for n in files], tmp_path / "out", device="cpu", batch_size=1,
+        (tmp_path / "in" / name).write_bytes(data)
+    rows = api.predict(serve_run, [tmp_path / "in" / n for n in files], tmp_path / "out", device="cpu", batch_size=1,
                        overlays=False, progress=False)
     for (name, data), row in zip(files.items(), rows):
         assert client.post("/v1/predict", content=data).json()["score"] == row["score"], name
