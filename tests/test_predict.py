@@ -20,7 +20,7 @@ from distillad.checkpoint import load_run
 from distillad.cli import PREDICT_FAILED, main
 from distillad.data import AnomalyDataset, Sample
 from distillad.engine import infer
-from distillad.errors import CheckpointError, ConfigError, DataError, OutputError
+from distillad.errors import CheckpointError, DataError, OutputError
 
 TRAIN = ["--model", "rd", "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--teacher-weights", "random"]
 

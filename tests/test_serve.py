@@ -282,7 +282,7 @@ def test_cli_refuses_bad_runs_and_token_files(tmp_path, capsys, serve_run):
     assert "is empty" in capsys.readouterr().err
     assert main(["serve", "--run", str(serve_run), "--backend", "onnx", "--onnx", str(tmp_path / "no.onnx"),
                  "--port", "1"]) == 2
-    assert "ONNX file not found" in capsys.readouterr().err
+    assert "onnx model file not found" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ a real server
@@ -372,6 +372,20 @@ def test_onnx_backend_answers_like_torch(serve_run, test_images, tmp_path, clien
     with TestClient(create_app(ServeConfig(serve_run, backend="onnx", onnx=onnx, max_batch=4))) as c:
         _wait_ready(c)
         assert c.get("/v1/model").json()["serving"]["backend"] == "onnx"
+        got = [r["score"] for r in c.post("/v1/predict/batch", files=parts).json()["results"]]
+    ref = [r["score"] for r in client.post("/v1/predict/batch", files=parts).json()["results"]]
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
+def test_openvino_backend_answers_like_torch(serve_run, test_images, tmp_path, client, one_thread):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'distillad[openvino]')")
+    from distillad.export import export
+    xml = tmp_path / "model.xml"
+    export(serve_run, xml, fmt="openvino")
+    parts = [("files", (f.name, f.read_bytes(), "image/png")) for f in test_images[:4]]
+    with TestClient(create_app(ServeConfig(serve_run, backend="openvino", onnx=xml, max_batch=4))) as c:
+        _wait_ready(c)
+        assert c.get("/v1/model").json()["serving"]["backend"] == "openvino"
         got = [r["score"] for r in c.post("/v1/predict/batch", files=parts).json()["results"]]
     ref = [r["score"] for r in client.post("/v1/predict/batch", files=parts).json()["results"]]
     np.testing.assert_allclose(got, ref, rtol=1e-4)

@@ -259,9 +259,11 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("--run", required=True)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     v.add_argument("--port", type=int, default=8000, help="default: 8000")
-    v.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch: the run's model (default); onnx: the file of `distillad export` on onnxruntime")
-    v.add_argument("--onnx", help="ONNX file for --backend onnx (default: RUN/model.onnx)")
+    v.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch",
+                   help="torch: the run's model (default); onnx / openvino: the file of `distillad export` "
+                        "(--format onnx / openvino) on onnxruntime / OpenVINO")
+    v.add_argument("--model-file", "--onnx", dest="onnx",
+                   help="exported file for --backend onnx|openvino (default: RUN/model.onnx or RUN/model.xml)")
     v.add_argument("--device", default="auto")
     v.add_argument("--max-batch", type=int, default=16, help="most images in one forward pass (default: 16)")
     v.add_argument("--max-wait-ms", type=float, default=5.0,

@@ -1,5 +1,5 @@
-"""What computes a batch for ``distillad serve``: the run's PyTorch model, or the ONNX file that
-``distillad export`` wrote for it, run with onnxruntime. Both take a list of (3, H, W) float32
+"""What computes a batch for ``distillad serve``: the run's PyTorch model, or the file that
+``distillad export`` wrote for it, run with onnxruntime (ONNX) or OpenVINO (``--format openvino``). Both take a list of (3, H, W) float32
 images in [0, 1] at the run's image size and return (maps (B, 1, H, W), scores (B,)) as numpy."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import torch
 from ..checkpoint import load_run, read_run_spec
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "load_backend", "check_backend", "finished_spec", "BACKENDS"]
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "OpenVinoBackend", "load_backend", "check_backend",
+           "finished_spec", "BACKENDS"]
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
+_DEFAULT_FILE = {"onnx": "model.onnx", "openvino": "model.xml"}
 
 
 class Backend(Protocol):
@@ -93,12 +95,46 @@ class OnnxBackend:
         return np.asarray(maps, dtype=np.float32), np.asarray(scores, dtype=np.float32).reshape(-1)
 
 
-def onnx_file(run: str | Path, onnx_path: str | Path | None) -> Path:
-    """The ONNX file to serve (default ``RUN/model.onnx``), which must exist."""
-    path = Path(onnx_path) if onnx_path is not None else Path(run) / "model.onnx"
+class OpenVinoBackend:
+    """``distillad export --format openvino``'s model (.xml + .bin) compiled by OpenVINO for the CPU; checked
+    like the ONNX file (input ``images`` at the run's size, outputs maps and scores)."""
+
+    name = "openvino"
+
+    def __init__(self, run: str | Path, model_path: str | Path | None = None, device: str = "auto") -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ConfigError("--backend openvino needs openvino: pip install 'distillad[openvino]'") from None
+        self.spec = finished_spec(run)
+        path = onnx_file(run, model_path, "openvino")
+        try:
+            # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16 (maps off by ~1e-3)
+            self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises its own exception types
+            raise CheckpointError(f"{path}: not a loadable OpenVINO model ({e})") from None
+        if len(self.compiled.inputs) != 1 or len(self.compiled.outputs) != 2:
+            raise CheckpointError(f"{path}: expected one input and two outputs (maps, scores) as `distillad export` "
+                                  "writes them")
+        size = self.spec["image_size"]
+        shape = self.compiled.inputs[0].get_partial_shape()
+        hw = [size, size] if isinstance(size, int) else list(size)
+        if [d.get_length() if d.is_static else None for d in list(shape)[2:]] != hw:
+            raise CheckpointError(f"{path}: input size {shape} but the run {run} works at {hw}; export this run's model")
+        self.path, self.device = path, "CPU"
+
+    def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        res = self.compiled(torch.stack(list(images)).numpy().astype(np.float32, copy=False))
+        return np.asarray(res[0], dtype=np.float32), np.asarray(res[1], dtype=np.float32).reshape(-1)
+
+
+def onnx_file(run: str | Path, onnx_path: str | Path | None, kind: str = "onnx") -> Path:
+    """The exported file to serve (default ``RUN/model.onnx`` or ``RUN/model.xml``), which must exist."""
+    path = Path(onnx_path) if onnx_path is not None else Path(run) / _DEFAULT_FILE[kind]
     if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX file not found; write it with "
-                              f"`distillad export --run {run} --out {path}` (or pass --onnx FILE)")
+        fmt = "" if kind == "onnx" else " --format openvino"
+        raise CheckpointError(f"{path}: {kind} model file not found; write it with "
+                              f"`distillad export --run {run}{fmt} --out {path}` (or pass --model-file FILE)")
     return path
 
 
@@ -109,17 +145,19 @@ def check_backend(kind: str, run: str | Path, onnx_path: str | Path | None = Non
     if kind not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
     if kind == "torch" and onnx_path is not None:
-        raise ConfigError("--onnx is only used with --backend onnx")
-    if kind == "onnx":
-        onnx_file(run, onnx_path)
+        raise ConfigError("--model-file is only used with --backend onnx or openvino")
+    if kind != "torch":
+        onnx_file(run, onnx_path, kind)
 
 
 def load_backend(kind: str, run: str | Path, device: str = "auto", onnx_path: str | Path | None = None) -> Backend:
-    """The backend named ``kind`` (torch | onnx) over run folder ``run``."""
+    """The backend named ``kind`` (torch | onnx | openvino) over run folder ``run``."""
     if kind == "torch":
         if onnx_path is not None:
-            raise ConfigError("--onnx is only used with --backend onnx")
+            raise ConfigError("--model-file is only used with --backend onnx or openvino")
         return TorchBackend(run, device)
     if kind == "onnx":
         return OnnxBackend(run, onnx_path, device)
+    if kind == "openvino":
+        return OpenVinoBackend(run, onnx_path, device)
     raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
