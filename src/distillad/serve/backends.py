@@ -63,12 +63,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, run: str | Path, onnx_path: str | Path | None = None, device: str = "auto") -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ConfigError("--backend onnx needs onnxruntime: pip install 'distillad[export]'") from None
-        self.spec = finished_spec(run)
-        path = onnx_file(run, onnx_path)
+        ort, self.spec, path = _runtime("onnx", "onnxruntime", "export", run, onnx_path)
         providers = ["CPUExecutionProvider"]
         if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -102,12 +97,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, run: str | Path, model_path: str | Path | None = None, device: str = "auto") -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise ConfigError("--backend openvino needs openvino: pip install 'distillad[openvino]'") from None
-        self.spec = finished_spec(run)
-        path = onnx_file(run, model_path, "openvino")
+        ov, self.spec, path = _runtime("openvino", "openvino", "openvino", run, model_path)
         try:
             # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16 (maps off by ~1e-3)
             self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -126,6 +116,17 @@ class OpenVinoBackend:
     def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         res = self.compiled(torch.stack(list(images)).numpy().astype(np.float32, copy=False))
         return np.asarray(res[0], dtype=np.float32), np.asarray(res[1], dtype=np.float32).reshape(-1)
+
+
+def _runtime(kind: str, module: str, extra: str, run: str | Path,
+             model_path: str | Path | None) -> tuple[Any, dict[str, Any], Path]:
+    """(the runtime module, run.json, the exported file) for backend ``kind``; one line naming what is missing."""
+    import importlib
+    try:
+        rt = importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"--backend {kind} needs {module}: pip install 'distillad[{extra}]'") from None
+    return rt, finished_spec(run), onnx_file(run, model_path, kind)
 
 
 def onnx_file(run: str | Path, onnx_path: str | Path | None, kind: str = "onnx") -> Path:
