@@ -6,8 +6,9 @@ A run folder holds
   and after training the calibration (thresholds from validation good images) and the
   SHA-256 of ``model.safetensors``;
 - ``model.safetensors``: the trained weights (all but the teacher, rebuilt from its verified file);
-- ``last.safetensors`` + ``trainer_state.json``: the state after the last finished training step
-  (one pass of one phase): weights, every phase's optimiser, the phase and epoch reached (resume);
+- ``last.safetensors``: the state after the last finished training step (one pass of one phase):
+  weights and every phase's optimiser tensors, with the step, phase and optimiser settings as its
+  metadata, one atomic file for resume; ``trainer_state.json`` is a readable copy of that metadata;
 - ``train_log.jsonl``: one line per step (phase, epoch, losses, seconds).
 ``model_kwargs`` is the constructor's full keyword set with defaults applied, so a later change of
 a default never silently rebuilds a different model; a keyword the current code does not accept
