@@ -128,7 +128,7 @@ def _run_ranks(job: Callable[[int], Any], results: Path, timeout: float = 240) -
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"the {WORLD} ranks did not finish within {timeout} s")
-    return [torch.load(results / f"rank{r}.pt") for r in range(WORLD)]
+    return [torch.load(results / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]  # tensors + plain data
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.hardening import TINY_FLAGS  # tests/ is on sys.path
 
 from distillad import predict as predict_mod
 from distillad.api import predict
@@ -22,7 +23,7 @@ from distillad.data import AnomalyDataset, Sample
 from distillad.engine import infer
 from distillad.errors import CheckpointError, DataError, OutputError
 
-TRAIN = ["--model", "rd", "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--teacher-weights", "random"]
+TRAIN = ["--model", "rd", *TINY_FLAGS]
 
 
 @pytest.fixture(scope="module")

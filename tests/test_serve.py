@@ -91,7 +91,7 @@ def test_predict_matches_api_predict_raw_and_multipart(client, serve_run, test_i
     out = tmp_path / "pred"
     rows = api.predict(serve_run, test_images, out, device="cpu", batch_size=1, progress=False)
     thr = read_run_spec(serve_run)["calibration"]["image_threshold"]
-    for i, (f, row) in enumerate(zip(test_images, rows)):
+    for f, row in zip(test_images, rows):
         raw = client.post("/v1/predict", content=f.read_bytes(), headers={"content-type": "image/png"}).json()
         form = client.post("/v1/predict", files={"file": (f.name, f.read_bytes(), "image/png")}).json()
         assert raw["score"] == form["score"] == row["score"]
@@ -363,29 +363,18 @@ def test_oversize_body_refused_before_it_is_read(live):
         assert reply.startswith("HTTP/1.1 413") and "max-upload-mb" in reply, (chunked, reply[:200])
 
 
-def test_onnx_backend_answers_like_torch(serve_run, test_images, tmp_path, client, one_thread):
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'distillad[export]')")
-    from distillad.export import export_onnx
-    onnx = tmp_path / "model.onnx"
-    export_onnx(serve_run, onnx, check=False)
-    parts = [("files", (f.name, f.read_bytes(), "image/png")) for f in test_images[:4]]
-    with TestClient(create_app(ServeConfig(serve_run, backend="onnx", onnx=onnx, max_batch=4))) as c:
-        _wait_ready(c)
-        assert c.get("/v1/model").json()["serving"]["backend"] == "onnx"
-        got = [r["score"] for r in c.post("/v1/predict/batch", files=parts).json()["results"]]
-    ref = [r["score"] for r in client.post("/v1/predict/batch", files=parts).json()["results"]]
-    np.testing.assert_allclose(got, ref, rtol=1e-4)
-
-
-def test_openvino_backend_answers_like_torch(serve_run, test_images, tmp_path, client, one_thread):
-    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'distillad[openvino]')")
+@pytest.mark.parametrize("backend,module,extra,file", [("onnx", "onnxruntime", "export", "model.onnx"),
+                                                       ("openvino", "openvino", "openvino", "model.xml")])
+def test_exported_backends_answer_like_torch(backend, module, extra, file, serve_run, test_images, tmp_path, client,
+                                             one_thread):
+    pytest.importorskip(module, reason=f"{module} is not installed (pip install 'distillad[{extra}]')")
     from distillad.export import export
-    xml = tmp_path / "model.xml"
-    export(serve_run, xml, fmt="openvino")
+    path = tmp_path / file
+    export(serve_run, path, fmt=backend)
     parts = [("files", (f.name, f.read_bytes(), "image/png")) for f in test_images[:4]]
-    with TestClient(create_app(ServeConfig(serve_run, backend="openvino", onnx=xml, max_batch=4))) as c:
+    with TestClient(create_app(ServeConfig(serve_run, backend=backend, onnx=path, max_batch=4))) as c:
         _wait_ready(c)
-        assert c.get("/v1/model").json()["serving"]["backend"] == "openvino"
+        assert c.get("/v1/model").json()["serving"]["backend"] == backend
         got = [r["score"] for r in c.post("/v1/predict/batch", files=parts).json()["results"]]
     ref = [r["score"] for r in client.post("/v1/predict/batch", files=parts).json()["results"]]
     np.testing.assert_allclose(got, ref, rtol=1e-4)

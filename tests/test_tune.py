@@ -141,7 +141,7 @@ def test_a_keyword_of_another_method_is_named(tiny_data, tmp_path, capsys):
 
 
 def test_tuple_values_are_typed_from_the_hint():
-    from distillad.cli import _grid
+    from distillad.cli_flags import parse_grid as _grid
     grid = _grid("rd_var", ["betas=0.5:0.999,0.9:0.99", "decoder-relu=true,false", "out_indices=1:2:3,2:3"])
     assert grid == {"betas": [(0.5, 0.999), (0.9, 0.99)], "decoder_relu": [True, False],
                     "out_indices": [(1, 2, 3), (2, 3)]}

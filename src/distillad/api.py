@@ -26,7 +26,7 @@ from .data import AnomalyDataset, load_samples, train_val_split
 from .engine import TrainConfig, calibrate, fit, infer, normalize_scores, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics import compute_metrics
-from .outputs import check_writable
+from .outputs import check_writable, is_within
 from .registry import create_model
 from .synthesis.foreground import FOREGROUND_METHODS
 from .visualize import overlay_strip, plot_scores, save_png
@@ -110,8 +110,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
 
 def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
     """No run is written into (or below) one of its inputs: its files would be read back as data."""
-    o, f = out.resolve(), Path(folder).resolve()
-    if o == f or f in o.parents:
+    if is_within(out, folder):
         raise ConfigError(f"--out {out}: inside {what} {folder}; write the run somewhere else "
                           "(its files would mix with the input images)")
 

@@ -23,148 +23,23 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from .config import (FLAG_PATHS, FOREGROUNDS, LOGGERS, Param, config_from_args, dump_config, load_config,
-                     model_params, peek_model, train_kwargs)
+from .cli_flags import Parser, add_model_flags, add_run_flags, parse_grid, positive_int, tuple_value
+from .config import FLAG_PATHS, FOREGROUNDS, config_from_args, dump_config, load_config, peek_model, train_kwargs
 from .errors import ConfigError, DistilladError
 
 __all__ = ["main", "build_parser", "parse_args", "parse_train_config"]
 
 
-_NONE = "none"
 _TUNE_HELP = ("Train one run per candidate of --grid (train's flags fix the rest) and score it on the validation "
               "good images vs. their synthetic defects: criterion = mean of image and pixel AUROC; ties go to "
               "the lower validation --tie-loss, then the method's default, then grid order. Test images are "
               "never read. Finished candidates are reused: rerun the same command to resume.")
 
 
-def _convert(kind: str, nullable: bool, choices: tuple[Any, ...] = ()) -> Callable[[str], Any]:
-    """argparse ``type=`` for one value of ``kind``; ``none`` means None where the hint allows None
-    (unless "none" is itself one of the choices). Its ``__name__`` shows in argparse's messages."""
-    base = {"int": int, "float": float, "str": str}.get(kind)
-
-    def conv(s: str) -> Any:
-        if nullable and s.lower() == _NONE and _NONE not in [str(c) for c in choices]:
-            return None
-        if kind == "choice":
-            for c in choices:
-                if str(c) == s:
-                    return c
-            raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(map(str, choices))})")
-        if kind == "bool":
-            if s.lower() in ("true", "yes", "1"):
-                return True
-            if s.lower() in ("false", "no", "0"):
-                return False
-            raise ValueError(s)
-        return base(s)  # type: ignore[misc]
-
-    conv.__name__ = kind + (" or none" if nullable else "")
-    return conv
-
-
-def _metavar(p: Param) -> str | None:
-    extra = [_NONE] if p.nullable and _NONE not in [str(c) for c in p.choices] else []
-    if p.kind == "choice":
-        return "{" + ",".join([*map(str, p.choices), *extra]) + "}"
-    if p.kind == "tuple":
-        return None
-    return p.kind.upper() + ("|none" if p.nullable else "")
-
-
-def _add_model_flags(parser: argparse.ArgumentParser, name: str) -> dict[str, Param]:
-    """One flag per constructor keyword of model ``name``, typed from its hints; returns dest → Param.
-
-    bool → ``--x/--no-x``; Literal → choices; tuple[float, float] → 2 values; tuple[int, ...] and
-    Sequence[int] → 1 or more; a hint that allows None also accepts the value ``none``.
-    """
-    group = parser.add_argument_group(f"{name} options (defaults: the paper's)")
-    out: dict[str, Param] = {}
-    for p in model_params(name):
-        if p.kind == "any":  # not expressible on a command line (a class, a dict ...): config file only
-            continue
-        dest = f"model__{p.name}"
-        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": f"default: {p.default!r}"}
-        if p.kind == "bool" and not p.nullable:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif p.kind == "tuple":
-            n = len(p.items)
-            kw.update(nargs="+" if p.variadic or p.nullable else n, type=str,
-                      metavar=tuple(k.upper() for k in p.items) if not (p.variadic or p.nullable) else
-                      p.items[0].upper() if p.variadic else "VALUE")
-            kw["help"] += (f"; {n} values" if not p.variadic else "; 1 or more values") + \
-                ("; or none" if p.nullable else "")
-        else:
-            kw.update(type=_convert(p.kind, p.nullable, p.choices), metavar=_metavar(p))
-        group.add_argument("--" + p.name.replace("_", "-"), **kw)
-        out[dest] = p
-    return out
-
-
-def _tuple_value(p: Param, values: list[str]) -> tuple[Any, ...] | None:
-    """nargs strings → the hinted tuple (None for a lone ``none``); ValueError says what is wrong."""
-    if p.nullable and [v.lower() for v in values] == [_NONE]:
-        return None
-    if not p.variadic and len(values) != len(p.items):
-        raise ValueError(f"expected {len(p.items)} values, got {len(values)}")
-    kinds = p.items * len(values) if p.variadic else p.items
-    out = []
-    for v, k in zip(values, kinds):
-        try:
-            out.append(_convert(k, False)(v))
-        except (ValueError, argparse.ArgumentTypeError):
-            raise ValueError(f"invalid {k} value: {v!r}") from None
-    return tuple(out)
-
-
-def _add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
-    """The flags of one training run, shared by ``train`` and ``tune``; unset ones stay unset, so a
-    ``--config`` file's values show through."""
-    S = argparse.SUPPRESS
-    t.add_argument("--config", help="YAML file of a run (see train --print-config); flags given here override it")
-    t.add_argument("--model", default=S, help="method name (see `distillad models`)")
-    t.add_argument("--data", default=S, help="dataset root or category folder")
-    t.add_argument("--category", default=S, help="category inside the dataset root (MVTec AD, VisA, ...)")
-    t.add_argument("--layout", default=S,
-                   help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, folder")
-    t.add_argument("--out", default=S, help=out_help)
-    t.add_argument("--epochs", type=int, default=S, help="default: the method's paper setting")
-    t.add_argument("--batch-size", type=int, default=S,
-                   help="default: the method's paper setting; under torchrun the global batch, split over the ranks")
-    t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
-    t.add_argument("--seed", type=int, default=S, help="default: 0")
-    t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1 ...")
-    t.add_argument("--val-fraction", type=float, default=S,
-                   help="good training images held out for thresholds (default: 0.1)")
-    t.add_argument("--split-seed", type=int, default=S, help="seed of the train/validation split (default: 0)")
-    t.add_argument("--k-sigma", type=float, default=S,
-                   help="threshold = mean + k·std of validation scores (default: 3.0)")
-    t.add_argument("--num-workers", type=int, default=S, help="default: 0")
-    t.add_argument("--textures", default=S,
-                   help="folder of texture images (e.g. DTD) for synthetic anomalies; default: none")
-    t.add_argument("--foreground", choices=FOREGROUNDS, default=S,
-                   help="foreground masks for synthetic anomalies; default: the method's paper preset")
-    t.add_argument("--logger", choices=LOGGERS, default=S,
-                   help="log losses and validation overlays into the run folder (default: off)")
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (naming the flag and the value) plus where help is."""
-
-    def error(self, message: str) -> Any:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
-
-
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
-    ap = _Parser(prog="distillad", description=__doc__.split("\n")[0])
+    ap = Parser(prog="distillad", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=_version())
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show stack traces")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -172,7 +47,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a method on good images into a run folder", allow_abbrev=False,
                        description="Flags override --config; unset ones are the method's paper settings.")
-    _add_run_flags(t, "run folder to create (or continue with --resume)")
+    add_run_flags(t, "run folder to create (or continue with --resume)")
     t.add_argument("--print-config", action="store_true",
                    help="print the full configuration as YAML and exit without training")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -181,7 +56,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 
     u = sub.add_parser("tune", help="choose method keywords on validation images (good + synthetic defects)",
                        allow_abbrev=False, description=_TUNE_HELP)
-    _add_run_flags(u, "folder for tune.json, tune.md and runs/<candidate>/ (rerun to resume)")
+    add_run_flags(u, "folder for tune.json, tune.md and runs/<candidate>/ (rerun to resume)")
     u.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a method keyword and its values (typed like its flag; tuple items joined by ':'); "
                         "repeat for a cartesian product")
@@ -194,7 +69,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     for parser in (t, u):
         parser.set_defaults(_parser=parser, _model_params={})
         if model is not None:
-            parser.set_defaults(_model_params=_add_model_flags(parser, model))
+            parser.set_defaults(_model_params=add_model_flags(parser, model))
 
     e = sub.add_parser("test", help="evaluate a run on its dataset's test split")
     e.add_argument("--run", required=True)
@@ -229,7 +104,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--category")
     s.add_argument("--layout")
     s.add_argument("--out", required=True, help="PNG file to write")
-    s.add_argument("--n", type=_positive_int, default=8, help="number of samples (default: 8)")
+    s.add_argument("--n", type=positive_int, default=8, help="number of samples (default: 8)")
     s.add_argument("--image-size", type=int, default=256)
     s.add_argument("--textures", help="folder of texture images (e.g. DTD); default: no external data")
     s.add_argument("--foreground", default="grabcut", choices=FOREGROUNDS)
@@ -322,7 +197,7 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
             v = getattr(args, dest)
             if p.kind == "tuple":
                 try:
-                    v = _tuple_value(p, v)
+                    v = tuple_value(p, v)
                 except ValueError as e:
                     parser.error(f"argument --{p.name.replace('_', '-')}: {e}")
             model_kwargs[p.name] = v
@@ -441,50 +316,12 @@ def _predict(args: argparse.Namespace) -> int:
     return PREDICT_FAILED if failed else 0
 
 
-def _grid(model: str, items: Sequence[str]) -> dict[str, list[Any]]:
-    """``--grid KEY=V1,V2,...`` strings → {keyword: values}, each value typed from the constructor's hint
-    exactly as the keyword's own flag would type it (``none`` for None; tuple items joined by ``:``)."""
-    from .tune import grid_params
-    if not items:
-        raise ConfigError("tune: give at least one --grid KEY=V1,V2,... (a keyword of the method and its values)")
-    pairs = []
-    for item in items:
-        key, sep, values = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (for example variance_weight=0,1,2)")
-        pairs.append((key, values))
-    params = grid_params(model, [k for k, _ in pairs])
-    grid: dict[str, list[Any]] = {}
-    for key, values in pairs:
-        p = params[key]
-        if key in grid:
-            raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
-        if p.kind == "any":
-            raise ConfigError(f"--grid {key}: model {model!r}'s keyword {key!r} has no command-line form "
-                              "(use distillad.tune.tune from Python)")
-        words = [v.strip() for v in values.split(",")] if values.strip() else []
-        if not words or "" in words:
-            raise ConfigError(f"--grid {key}: {'an empty value' if words else 'no values'} in {values!r}")
-        grid[key] = []
-        for w in words:
-            try:
-                grid[key].append(_tuple_value(p, w.split(":")) if p.kind == "tuple" else
-                                 _convert(p.kind, p.nullable, p.choices)(w))
-            except argparse.ArgumentTypeError as e:  # a choice: the message lists them
-                raise ConfigError(f"--grid {key}: {e}") from None
-            except ValueError as e:
-                msg = str(e) if p.kind == "tuple" else f"invalid {p.kind} value: {w!r}"
-                raise ConfigError(f"--grid {key}: {msg}") from None
-    return grid
-
-
 def _tune(args: argparse.Namespace) -> int:
     """``distillad tune``: the fixed run settings as for train, the grid's keywords left to the grid."""
     from .tune import render, tune
     given = {p.name for dest, p in args._model_params.items() if hasattr(args, dest)}
     cfg = _train_config(args)
-    grid = _grid(cfg["model"], args.grid)
+    grid = parse_grid(cfg["model"], args.grid)
     both = sorted(given & set(grid))
     if both:
         raise ConfigError(f"--grid {both[0]}: also given as --{both[0].replace('_', '-')}; give it in one place")

@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import (append_jsonl, atomic_write_bytes, load_training_state, remove_temporaries,
-                         save_training_state)
+from .checkpoint import append_jsonl, atomic_write_bytes, load_training_state, remove_temporaries, save_training_state
 from .errors import ConfigError, TrainingError
+from .hints import check_int
 from .models._base import DistillationModel
 from .phases import Phase, Step, param_groups, plan, validate_phases
 
@@ -238,8 +238,7 @@ def infer(model: DistillationModel, dataset: Dataset, batch_size: int = 16, devi
           progress: bool | None = None, keep_maps: bool = True) -> dict[str, Any]:
     """Run ``model.predict`` over a dataset → dict(scores (N,), maps (N,1,H,W) or None,
     labels (N,), masks (N,1,H,W), paths, defects, seconds)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_int("batch size", batch_size)
     dev = resolve_device(device)
     model.to(dev).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)

@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from .checkpoint import atomic_write_bytes, load_run, read_run_spec
 from .errors import ConfigError, DataError, OutputError
+from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
 
 __all__ = ["export", "export_onnx", "PredictWrapper", "validation_images", "FORMATS"]
@@ -64,16 +65,14 @@ def _require(*modules: str) -> None:
 def _check_request(run: Path, out: Path, batch_size: int, fmt: str, quantize: str | None, fp16: bool,
                    calibration_images: int | None) -> dict[str, Any]:
     """Every check that needs no model: flags, dependencies, ``out``; returns the run spec."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    check_int("--batch-size", batch_size)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize must be int8, got {quantize!r}")
     if quantize and fp16:
         raise ConfigError("--quantize int8 and --fp16 together: choose one")
-    if calibration_images is not None and (isinstance(calibration_images, bool) or calibration_images < 1):
-        raise ConfigError(f"--calibration-images must be a positive integer, got {calibration_images!r}")
+    check_int("--calibration-images", calibration_images, none_ok=True)
     _require("onnx")
     if quantize:
         _require("onnxruntime")

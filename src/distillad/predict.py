@@ -34,7 +34,8 @@ from .checkpoint import atomic_write_bytes, load_run, read_run_spec
 from .data.dataset import resize_image
 from .data.io import IMAGE_EXTENSIONS, is_image_file, load_image
 from .engine import _progress, normalize_scores, resolve_device
-from .errors import ConfigError, DataError, OutputError
+from .errors import DataError, OutputError
+from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
 from .visualize import calibrated_colour_scale, overlay, save_png
 
@@ -194,15 +195,6 @@ def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray
     return ov_name, mask_name
 
 
-def _check_calibration(run: Path, calib: dict[str, Any]) -> None:
-    """A non-finite threshold would judge every image good (NaN comparisons are False): refuse it."""
-    for key in ("image_threshold", "score_mean", "pixel_threshold", "pixel_mean"):
-        v = calib.get(key)
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
-            raise ConfigError(f"{run / 'run.json'}: calibration {key} is {v!r}, not a finite number; "
-                              "recalibrate by training the run again")
-
-
 @torch.no_grad()
 def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
                    batch_size: int = 8, overlays: bool = True, progress: bool | None = None,
@@ -214,15 +206,11 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     workers (at least 1). Spinning OpenMP threads that share cores with the decoders slow the model
     down several-fold (measured: benchmarks/results/predict.md)."""
     run, out = Path(run), Path(out)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"--num-workers must be 0 (decode in this process) or more, got {num_workers!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
-    spec = read_run_spec(run)
+    check_int("--batch-size", batch_size)
+    check_int("--num-workers", num_workers, minimum=0)
+    check_int("--threads", threads, none_ok=True)
+    spec = read_run_spec(run)  # its schema check refuses a non-finite threshold
     calib = spec.get("calibration") or {}
-    _check_calibration(run, calib)
     images = collect_inputs(inputs)
     dev = resolve_device(device)
     created = not out.exists()
