@@ -4,9 +4,11 @@ and a tiny train + test with image metrics only."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import cv2
@@ -27,16 +29,36 @@ def _arrays(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (N, 3072), dtype=np.uint8), np.arange(N) % 3
 
 
-def write_py(folder: Path, protocol: int = 2) -> Path:
-    """``folder/cifar-10-batches-py`` as the real one: dicts of 'data' (N, 3072) uint8 and 'labels'."""
+class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Writes bytes as Python 2 ``str`` (BINSTRING), as the real batches hold their pixels."""
+    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def _save_str(self, obj: bytes) -> None:
+        n = len(obj)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + obj)
+        self.memoize(obj)
+    dispatch[bytes] = _save_str
+
+
+def _py2_dumps(obj: object) -> bytes:
+    """A pickle like the real CIFAR batches (Python 2 cPickle, protocol 2, numpy 1's module names)."""
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def write_py(folder: Path, protocol: int | None = None) -> Path:
+    """``folder/cifar-10-batches-py`` as the real one (``protocol`` None: Python 2 style, see ``_py2_dumps``):
+    dicts of 'data' (N, 3072) uint8 and 'labels'."""
+    dumps = _py2_dumps if protocol is None else lambda o: pickle.dumps(o, protocol=protocol)
     d = folder / "cifar-10-batches-py"
     d.mkdir(parents=True)
     (train, tl), (test, vl) = _arrays(0), _arrays(1)
     for i, name in enumerate(_TRAIN):
         part = slice(4 * i, 4 * i + 4)
         batch = {"batch_label": name, "labels": tl[part].tolist(), "data": train[part], "filenames": ["x.png"] * 4}
-        (d / name).write_bytes(pickle.dumps(batch, protocol=protocol))
-    (d / "test_batch").write_bytes(pickle.dumps({"labels": vl.tolist(), "data": test}, protocol=protocol))
+        (d / name).write_bytes(dumps(batch))
+    (d / "test_batch").write_bytes(dumps({"labels": vl.tolist(), "data": test}))
     (d / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES), "num_vis": 3072}, protocol=2))
     return d
 
@@ -110,10 +132,18 @@ def test_pickle_bin_and_png_pixels_agree(tmp_path):
     assert a.keys() == b.keys() and len(a) == 6 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_the_python2_style_pickle_is_what_the_real_batches_hold(tmp_path):
+    d = write_py(tmp_path)
+    raw = (d / "test_batch").read_bytes()
+    assert b"cnumpy.core.multiarray\n_reconstruct" in raw and b"_codecs" not in raw and raw[:2] == b"\x80\x02"
+
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_pickles_of_any_protocol_read(tmp_path, protocol):
     write_py(tmp_path, protocol)
-    assert len(load_samples(tmp_path, "test", "airplane")) == N
+    got = _pixels(load_samples(tmp_path, "test", "airplane"))
+    data, labels = _arrays(1)
+    assert len(got) == N and np.array_equal(got[("bird", "00002.png")], data[2].reshape(3, 32, 32).transpose(1, 2, 0))
 
 
 def test_cache_reused_then_rebuilt_when_a_batch_changes(tmp_path, cache):
@@ -123,9 +153,10 @@ def test_cache_reused_then_rebuilt_when_a_batch_changes(tmp_path, cache):
     stamp = first[0].image.stat().st_mtime_ns
     again = load_samples(tmp_path / "c", "test", "airplane")
     assert again[0].image.parents[2] == first[0].image.parents[2] and first[0].image.stat().st_mtime_ns == stamp
-    batch = pickle.loads((d / "test_batch").read_bytes())
+    batch = pickle.loads((d / "test_batch").read_bytes(), encoding="latin1")  # our own test file
+    batch["data"] = batch["data"].copy()
     batch["data"][0, 0] ^= 0xFF
-    (d / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    (d / "test_batch").write_bytes(_py2_dumps(batch))
     rebuilt = load_samples(tmp_path / "c", "test", "airplane")
     assert rebuilt[0].image.parents[2] != first[0].image.parents[2] and len(list(cache.iterdir())) == 2
     manifest = json.loads((rebuilt[0].image.parents[2] / "cifar10.json").read_text())
@@ -223,13 +254,32 @@ def test_benchmark_category_specs(tmp_path):
         category_table(tmp_path, ["cifar10/plane"], 32, {})
 
 
-def test_train_and_test_report_image_metrics_only(tmp_path, capsys):
+@pytest.fixture
+def trained(tmp_path: Path) -> tuple[Path, Path]:
+    """(data root, run) after ``distillad train --data ROOT/cifar10/airplane``, in the folder where
+    ``distillad benchmark --out OUT`` keeps that run (so the benchmark reuses it)."""
     from distillad.cli import main
-    write_py(tmp_path / "cifar10")
-    run = tmp_path / "run"
-    assert main(["train", "--model", "rd", "--data", str(tmp_path / "cifar10"), "--category", "airplane",
+    write_py(tmp_path / "data" / "cifar10")
+    run = tmp_path / "bench" / "runs" / "cifar10_airplane" / "rd" / "seed0"
+    assert main(["train", "--model", "rd", "--data", str(tmp_path / "data" / "cifar10" / "airplane"),
                  "--out", str(run), *TINY_FLAGS]) == 0
+    return tmp_path / "data", run
+
+
+def test_train_test_and_benchmark_report_image_metrics_only(trained, capsys):
+    """Image AUROC, and blank pixel metrics (no masks) in metrics.json and the benchmark's results."""
+    from distillad.cli import main
+    root, run = trained
     assert main(["test", "--run", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert 0 <= metrics["image_auroc"] <= 1 and metrics["n_test"] == N and metrics["n_defective"] == 13
-    assert np.isnan(metrics.get("pixel_auroc", float("nan"))) and np.isnan(metrics.get("aupro", float("nan")))
+    assert "pixel_auroc" not in metrics and "aupro" not in metrics
+    weights = (run / "model.safetensors").stat().st_mtime_ns
+    assert main(["benchmark", "--data", str(root), "--categories", "cifar10/airplane", "--models", "rd",
+                 "--out", str(run.parents[3]), "--seeds", "1", "--no-plots", "--quick", *TINY_FLAGS]) == 0
+    assert (run / "model.safetensors").stat().st_mtime_ns == weights  # reused, not trained again
+    results = json.loads((run.parents[3] / "results.json").read_text())
+    row = results["summary"]["categories"]["cifar10/airplane"]["rd"]
+    assert row["image_auroc"]["mean"] == pytest.approx(metrics["image_auroc"])
+    assert row["pixel_auroc"]["mean"] is None and row["aupro"]["mean"] is None
+    assert results["protocol"]["categories"][0]["paper_key"] == "cifar10/airplane"

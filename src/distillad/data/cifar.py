@@ -273,10 +273,13 @@ def _png_classes(png: Path) -> list[str]:
     return _subdir_names(png / "train")
 
 
+def _classes(form: str, where: Path) -> list[str]:
+    return _png_classes(where) if form == "png" else _read_names(form, where)
+
+
 def cifar10_classes(folder: str | Path) -> list[str]:
     """Class names of the CIFAR-10 data at ``folder`` (from the meta file, or the PNG form's folders)."""
-    form, where = _require(Path(folder))
-    return _png_classes(where) if form == "png" else _read_names(form, where)
+    return _classes(*_require(Path(folder)))
 
 
 def cifar10_samples(path: str | Path, category: str | None, split: str) -> list[Sample]:
@@ -287,7 +290,7 @@ def cifar10_samples(path: str | Path, category: str | None, split: str) -> list[
     found = split_class_path(path, category)
     folder, category = found if found is not None else (Path(path), category)
     form, where = _require(folder)
-    classes = _png_classes(where) if form == "png" else _read_names(form, where)
+    classes = _classes(form, where)
     if category is None:
         raise DataError(f"{folder}: CIFAR-10 one-class needs a class: --category NAME or the path {folder}/NAME "
                         f"(classes: {', '.join(classes)})")
