@@ -15,10 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from distillad.data import CIFAR10_CLASSES, detect_layout, load_image, load_samples
-from distillad.data import cifar
+from distillad.data import CIFAR10_CLASSES, cifar, detect_layout, load_image, load_samples
 from distillad.errors import DataError
-from helpers.hardening import TINY_FLAGS
+from helpers.hardening import TINY_FLAGS  # tests/ is on sys.path
 
 N = 20  # images per split: 4 per training batch, labels i % 3 (airplane, automobile, bird)
 _TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -67,7 +66,7 @@ def write_bin(folder: Path) -> Path:
     d = folder / "cifar-10-batches-bin"
     d.mkdir(parents=True)
     (train, tl), (test, vl) = _arrays(0), _arrays(1)
-    rec = lambda x, y: np.concatenate([y[:, None].astype(np.uint8), x], 1).tobytes()  # noqa: E731
+    rec = lambda x, y: np.concatenate([y[:, None].astype(np.uint8), x], 1).tobytes()
     for i, name in enumerate(_TRAIN):
         (d / f"{name}.bin").write_bytes(rec(train[4 * i:4 * i + 4], tl[4 * i:4 * i + 4]))
     (d / "test_batch.bin").write_bytes(rec(test, vl))
@@ -142,7 +141,7 @@ def test_the_python2_style_pickle_is_what_the_real_batches_hold(tmp_path):
 def test_pickles_of_any_protocol_read(tmp_path, protocol):
     write_py(tmp_path, protocol)
     got = _pixels(load_samples(tmp_path, "test", "airplane"))
-    data, labels = _arrays(1)
+    data = _arrays(1)[0]
     assert len(got) == N and np.array_equal(got[("bird", "00002.png")], data[2].reshape(3, 32, 32).transpose(1, 2, 0))
 
 

@@ -142,7 +142,7 @@ def _unpickle(path: Path) -> dict[str, Any]:
             obj = _BatchUnpickler(f, path).load()
     except DataError:
         raise
-    except Exception as e:  # a corrupt pickle fails in many ways (EOFError, UnpicklingError, ValueError, ...)
+    except Exception as e:  # noqa: BLE001  a corrupt pickle fails in many ways (EOFError, UnpicklingError, ...)
         raise DataError(f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: a CIFAR batch is a dict, this file holds a {type(obj).__name__}")
@@ -248,7 +248,7 @@ def _convert(form: str, folder: Path) -> Path:
         _write_split(tmp / "train", names, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         _write_split(tmp / "test", names, test_images, test_labels)
         manifest = {"converter": _CONVERTER, "source": str(folder.resolve()), "form": form, "sha256": key,
-                    "classes": names, "train": int(sum(len(p[1]) for p in parts)), "test": int(len(test_labels))}
+                    "classes": names, "train": sum(len(p[1]) for p in parts), "test": len(test_labels)}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
         try:
             os.rename(tmp, dest)  # atomic: dest appears complete or not at all
