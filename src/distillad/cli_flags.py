@@ -104,9 +104,9 @@ def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--config", help="YAML file of a run (see train --print-config); flags given here override it")
     t.add_argument("--model", default=S, help="method name (see `distillad models`)")
     t.add_argument("--data", default=S, help="dataset root or category folder")
-    t.add_argument("--category", default=S, help="category inside the dataset root (MVTec AD, VisA, ...)")
+    t.add_argument("--category", default=S, help="category inside the dataset root (MVTec AD, VisA, ...; a class of CIFAR-10)")
     t.add_argument("--layout", default=S,
-                   help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, folder")
+                   help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, cifar10, folder")
     t.add_argument("--out", default=S, help=out_help)
     t.add_argument("--epochs", type=int, default=S, help="default: the method's paper setting")
     t.add_argument("--batch-size", type=int, default=S,

@@ -63,7 +63,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--models", default="rd,stfpm", help="comma list of methods (default: rd,stfpm; see `distillad models`)")
     p.add_argument("--data", help="data root (default: DISTILLAD_DATA or ../shared/data)")
     p.add_argument("--categories", "--datasets", dest="categories",
-                   help="comma list of category folders relative to --data, e.g. mvtec_ad/bottle,magnetic_tile "
+                   help="comma list of category folders relative to --data, e.g. mvtec_ad/bottle,magnetic_tile; "
+                        "a CIFAR-10 class as cifar10/airplane, cifar10 for all ten "
                         "(default: every category found under --data)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3; --quick 1)")
     p.add_argument("--epochs", type=int, help="epochs for every method (required unless --quick, which uses 1)")

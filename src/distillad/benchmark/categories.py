@@ -26,25 +26,49 @@ def _subdirs(p: Path) -> list[Path]:
     return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _cifar_specs(folder: Path, prefix: str) -> list[str] | None:
+    """``prefix/<class>`` for every class when ``folder`` is CIFAR-10 data (one category per class), else None."""
+    from ..data.cifar import cifar10_classes, find_cifar10
+    if find_cifar10(folder) is None:
+        return None
+    return [f"{prefix}/{c}" if prefix else c for c in cifar10_classes(folder)]
+
+
 def discover_categories(root: str | Path) -> list[str]:
     """Category specs under a data root: ``.`` when the root is a category itself, else
     ``name`` for category folders one level down and ``dataset/name`` two levels down
-    (e.g. ``mvtec_ad/bottle``, ``magnetic_tile``)."""
+    (e.g. ``mvtec_ad/bottle``, ``magnetic_tile``). CIFAR-10 data gives one spec per class,
+    ``cifar10/airplane`` ... (``data.cifar``: a class is addressed like a subfolder)."""
     root = Path(root)
     if _is_category_folder(root):
         return ["."]
+    cifar = _cifar_specs(root, "")
+    if cifar is not None:
+        return cifar
     found = []
     for d in _subdirs(root):
         if _is_category_folder(d):
             found.append(d.name)
+        elif (cifar := _cifar_specs(d, d.name)) is not None:
+            found += cifar
         else:
             found += [f"{d.name}/{s.name}" for s in _subdirs(d) if _is_category_folder(s)]
     return found
 
 
+def _expand_cifar(root: Path, specs: Sequence[str]) -> list[str]:
+    """A spec naming a whole CIFAR-10 folder (``cifar10``) stands for its ten classes."""
+    out: list[str] = []
+    for spec in specs:
+        prefix = spec.strip("/")
+        out += _cifar_specs(root / spec, "" if prefix == "." else prefix) or [spec]
+    return out
+
+
 def paper_key(name: str, path: Path) -> str:
     """The key of ``paper_numbers.json`` for our category: MVTec AD categories are
-    ``mvtec_ad/<category>`` wherever the dataset lives; Magnetic Tile is ``magnetic_tile``."""
+    ``mvtec_ad/<category>`` wherever the dataset lives; Magnetic Tile is ``magnetic_tile``;
+    a CIFAR-10 class is ``cifar10/<class>``."""
     from ..data import detect_layout
     try:
         layout = detect_layout(path)
@@ -52,6 +76,8 @@ def paper_key(name: str, path: Path) -> str:
         return name
     if layout == "magnetic_tile":
         return "magnetic_tile"
+    if layout == "cifar10":
+        return f"cifar10/{path.name}"
     if layout == "mvtec" and any("mvtec" in part.lower() and "3d" not in part.lower() for part in path.resolve().parts[:-1]):
         return f"mvtec_ad/{path.name}"
     return name
@@ -100,8 +126,10 @@ def _make_demo_once(dest: Path) -> None:
 def category_table(root: Path, specs: Sequence[str] | None, image_size: int,
                    image_size_for: dict[str, int]) -> list[dict[str, Any]]:
     """One entry per category spec (all found under ``root`` when None): name, absolute path, file-name
-    slug, image size (``image_size_for`` overrides ``image_size``) and paper key."""
-    specs = list(specs) if specs else discover_categories(root)
+    slug, image size (``image_size_for`` overrides ``image_size``) and paper key. A CIFAR-10 class is
+    ``<cifar folder>/<class>`` (``cifar10/airplane``); the folder alone (``cifar10``) means all its classes."""
+    from ..data.cifar import cifar10_classes, split_class_path
+    specs = _expand_cifar(root, specs) if specs else discover_categories(root)
     if not specs:
         raise DataError(f"{root}: no dataset categories found (looked for {', '.join(_MARKERS)} "
                         "one and two levels down); name them with --categories")
@@ -111,9 +139,12 @@ def category_table(root: Path, specs: Sequence[str] | None, image_size: int,
     cats = []
     for spec in specs:
         path = (root / spec).resolve()
-        if not path.is_dir():
+        cifar = None if path.is_dir() else split_class_path(path, None)
+        if not path.is_dir() and cifar is None:
             found = ", ".join(discover_categories(root)) or "none"
             raise DataError(f"{path}: category {spec!r} not found under {root} (found: {found})")
+        if cifar is not None and cifar[1] not in (classes := cifar10_classes(cifar[0])):
+            raise DataError(f"{cifar[0]}: unknown CIFAR-10 class {cifar[1]!r} in {spec!r}; valid: {', '.join(classes)}")
         name = path.name if spec in (".", "") else spec.strip("/")
         cats.append({"name": name, "path": str(path), "slug": _slug(name),
                      "image_size": int(image_size_for.get(spec, image_size)), "paper_key": paper_key(name, path)})

@@ -6,16 +6,18 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .adapters import MPDD_CATEGORIES, btad_samples, mpdd_samples, mvtec3d_samples, visa_samples
+from .cifar import cifar10_samples, split_class_path
 from .samples import Sample, _list_images, _require_dir, folder_samples, magnetic_tile_samples, mvtec_samples
 
 __all__ = ["LAYOUTS", "detect_layout", "load_samples"]
 
-LAYOUTS = ("mvtec", "mpdd", "mvtec3d", "btad", "visa", "magnetic_tile", "folder")
+LAYOUTS = ("mvtec", "mpdd", "mvtec3d", "btad", "visa", "magnetic_tile", "cifar10", "folder")
 # What marks a category folder of each per-category layout (checked in this order).
 _MARKERS = {"visa": "Data/Images", "mvtec3d": "train/good/rgb", "btad": "train/ok", "mvtec": "train/good"}
 _LOOKED_FOR = (
     "magnetic_tile (MT_Free/Imgs), visa (split_csv/1cls.csv or <category>/Data/Images), "
     "mvtec3d (<category>/train/good/rgb), btad (<category>/train/ok), mvtec/mpdd (<category>/train/good), "
+    "cifar10 (cifar-10-batches-py/-bin, or train/<class>/ and test/<class>/ of the ten classes), "
     "folder (image files directly inside)"
 )
 
@@ -35,7 +37,11 @@ def _candidates(root: Path, category: str | None) -> list[Path]:
 
 
 def detect_layout(path: str | Path, category: str | None = None) -> str:
-    """Name of the layout of ``path`` (one of ``LAYOUTS``); DataError listing what was looked for."""
+    """Name of the layout of ``path`` (one of ``LAYOUTS``); DataError listing what was looked for.
+
+    CIFAR-10 is recognised at ``path`` itself or as a class "inside" it (``ROOT/airplane``, see ``data.cifar``)."""
+    if split_class_path(path, category) is not None:
+        return "cifar10"
     root = _require_dir(path)
     if (root / "MT_Free" / "Imgs").is_dir():
         return "magnetic_tile"
@@ -72,12 +78,15 @@ def load_samples(path: str | Path, split: str, category: str | None = None, layo
     """Samples of ``split`` ("train"/"test") at ``path``, layout detected unless given.
 
     ``path`` may be a dataset root (with ``category``) or a category folder. A plain folder of
-    images ("folder") gives all its images as good training images and has no test split.
+    images ("folder") gives all its images as good training images and has no test split. CIFAR-10
+    ("cifar10") gives the one-class split of class ``category`` (``data.cifar``).
     """
     if layout is None:
         layout = detect_layout(path, category)
     elif layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if layout == "cifar10":
+        return cifar10_samples(path, category, split)
     root = _require_dir(path)
     if layout == "magnetic_tile":
         return magnetic_tile_samples(root, split)
