@@ -64,7 +64,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
     ``threshold_method`` (sigma | quantile | gamma | synthetic | fixed), ``k_sigma``, ``quantile``,
     ``threshold``, ``pixel_threshold``: how the thresholds are fitted on the validation split after
-    training (``distillad.calibration``; ``distillad calibrate`` re-fits them later). ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
+    training (``distillad.calibration``; ``distillad calibrate`` re-fits them later).
+    ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
     there (and nothing else). One process at a time trains into a folder (a lock).
     Under torchrun the ranks train data-parallel (``distillad.distributed``; ``batch_size`` is the global
     batch); rank 0 writes ``out``, the other ranks return run.json as it was when training started."""
@@ -164,12 +165,18 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     mine = json.loads(json.dumps({"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg,
                                   "data": data_spec}, default=str))
     theirs = {k: old.get(k) for k in mine}
+    if isinstance(theirs["train"], dict):  # settings newer than the run: absent means what it was calibrated with
+        theirs["train"] = {**_CALIBRATION_DEFAULTS, **theirs["train"]}
     if mine != theirs:
         diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
                       if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
         raise CheckpointError(f"{out}: --resume with different settings than the run was started with "
                               f"(differs: {', '.join(diff) or 'method'})")
     return old
+
+
+#: train settings added with the calibration methods; a run.json from before them used these
+_CALIBRATION_DEFAULTS = {"threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None}
 
 
 def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,
