@@ -39,12 +39,11 @@ from torch.utils.data import Dataset
 
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 
-__all__ = ["METHODS", "DATA_METHODS", "DEFAULT_METHOD", "DEFAULT_QUANTILE", "MIN_VALIDATION", "CalibrationSettings",
+__all__ = ["METHODS", "DEFAULT_METHOD", "DEFAULT_QUANTILE", "MIN_VALIDATION", "CalibrationSettings",
            "fit_thresholds", "score_validation", "fit", "validation_good", "refit", "calibrate_run", "normalize_scores",
-           "calibration_warnings", "describe", "settings_of"]
+           "calibration_warnings", "describe"]
 
 METHODS = ("sigma", "quantile", "gamma", "synthetic", "fixed")
-DATA_METHODS = METHODS[:4]  # the methods that fit on validation images
 DEFAULT_METHOD, DEFAULT_K_SIGMA, DEFAULT_QUANTILE = "sigma", 3.0, 0.995
 MIN_VALIDATION = 20  # fewer validation images than this: thresholds are rough (a warning says so)
 
@@ -88,18 +87,6 @@ class CalibrationSettings:
                               f"(the {self.method} method fits its own)")
         if self.synthesis not in SYNTHESIS_PRESETS:
             raise ConfigError(f"synthesis must be one of {', '.join(SYNTHESIS_PRESETS)}, got {self.synthesis!r}")
-
-
-def settings_of(calibration: Mapping[str, Any]) -> CalibrationSettings:
-    """The settings a stored ``calibration`` was fitted with (runs from before methods existed: sigma)."""
-    method = str(calibration.get("method", DEFAULT_METHOD))
-    return CalibrationSettings(
-        method=method, k_sigma=float(calibration.get("k_sigma", DEFAULT_K_SIGMA)),
-        quantile=float(calibration.get("quantile", DEFAULT_QUANTILE)),
-        threshold=calibration.get("image_threshold") if method == "fixed" else None,
-        pixel_threshold=calibration.get("pixel_threshold") if method == "fixed" and
-        calibration.get("pixel_method", "fixed") == "fixed" else None,
-        synthesis=str(calibration.get("synthesis", "draem")))
 
 
 # ----------------------------------------------------------------------------- one threshold
