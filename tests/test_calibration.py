@@ -253,3 +253,17 @@ def test_train_stores_the_method_and_its_parameters(tiny_data, tmp_path):
     assert spec["train"]["threshold_method"] == "quantile" and spec["train"]["quantile"] == 0.75
     cal = read_run_spec(tmp_path / "q")["calibration"]
     assert cal["method"] == "quantile" and cal["quantile"] == 0.75 and cal["image_threshold"] <= cal["score_max"]
+
+
+def test_a_method_that_cannot_fit_keeps_the_trained_run(tiny_data, tmp_path, monkeypatch, cli):
+    def cannot(*a, **k):
+        raise ConfigError("gamma calibration needs positive scores")
+
+    monkeypatch.setattr(api, "fit_calibration", cannot)
+    with pytest.raises(ConfigError, match="trained and saved .* distillad calibrate --run"):
+        api.train("rd", tiny_data, tmp_path / "g", val_fraction=0.3, threshold_method="gamma", **TINY)
+    monkeypatch.undo()
+    spec = read_run_spec(tmp_path / "g")
+    assert spec["finished"] and spec["calibration"] == {"method": "gamma", "n_val": 3}
+    code, out, _ = cli("calibrate", "--run", tmp_path / "g", "--method", "sigma")
+    assert code == 0 and "image threshold none" in out and "new: sigma" in out

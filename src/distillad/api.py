@@ -199,7 +199,13 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
             track.close()
     if not distributed.is_main():  # rank 0 calibrates and finishes the run; no collective follows, so no wait
         return {**read_run_spec(out), "history": history, "rank": distributed.rank()}
-    calib = fit_calibration(net, val_set, calibration, cfg.batch_size, device, progress, textures)  # type: ignore[arg-type]
+    try:
+        calib = fit_calibration(net, val_set, calibration, cfg.batch_size, device, progress, textures)  # type: ignore[arg-type]
+    except (ConfigError, DataError) as e:  # the method cannot fit these scores: keep the trained model all the same
+        finish_run(out, net, {"method": calibration.method, "n_val": len(val_set) if val_set is not None else 0},
+                   history)
+        raise type(e)(f"{e}. The run is trained and saved in {out} without thresholds: set them with "
+                      f"`distillad calibrate --run {out} --method M`") from None
     return finish_run(out, net, calib, history)
 
 
