@@ -260,7 +260,7 @@ def test_a_method_that_cannot_fit_keeps_the_trained_run(tiny_data, tmp_path, mon
         raise ConfigError("gamma calibration needs positive scores")
 
     monkeypatch.setattr(api, "fit_calibration", cannot)
-    with pytest.raises(ConfigError, match="trained and saved .* distillad calibrate --run"):
+    with pytest.raises(ConfigError, match="trained and saved .* `distillad calibrate --run"):
         api.train("rd", tiny_data, tmp_path / "g", val_fraction=0.3, threshold_method="gamma", **TINY)
     monkeypatch.undo()
     spec = read_run_spec(tmp_path / "g")
