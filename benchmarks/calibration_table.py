@@ -49,7 +49,8 @@ def _category(spec: dict[str, Any]) -> str:
 
 
 def evaluate_run(run: str | Path, methods: Sequence[str] = METHODS, k_sigma: float = 3.0, quantile: float = 0.995,
-                 synthesis: str = "draem", device: str = "auto", batch_size: int = 16) -> list[dict[str, Any]]:
+                 synthesis: str = "draem", device: str = "auto", batch_size: int = 16,
+                 textures: str | None = None) -> list[dict[str, Any]]:
     """One record per method (and "stored"): the thresholds fitted on the run's validation split and the
     test decision metrics they give. Nothing is written into the run."""
     dev = resolve_device(device)
@@ -61,7 +62,7 @@ def evaluate_run(run: str | Path, methods: Sequence[str] = METHODS, k_sigma: flo
     val = infer(model, good, batch_size, str(dev), progress=False)
     syn = None
     if "synthetic" in methods:
-        defective, _ = synthetic_defects(good, spec["data"].get("textures"), synthesis)
+        defective, _ = synthetic_defects(good, textures or spec["data"].get("textures"), synthesis)
         syn = infer(model, defective, batch_size, str(dev), progress=False)  # type: ignore[arg-type]
     d = spec["data"]
     test_set = AnomalyDataset(load_samples(d["path"], "test", d.get("category"), d.get("layout")),
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--k-sigma", type=float, default=3.0)
     ap.add_argument("--quantile", type=float, default=0.995)
     ap.add_argument("--synthesis", default="draem")
+    ap.add_argument("--textures", help="texture folder of the synthetic defects, e.g. DTD (default: the run's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
@@ -153,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--methods: {bad[0]!r} is not one of {', '.join(METHODS)} (fixed needs a number: use distillad test)")
     rows = []
     for run in args.runs:
-        rows += evaluate_run(run, methods, args.k_sigma, args.quantile, args.synthesis, args.device, args.batch_size)
+        rows += evaluate_run(run, methods, args.k_sigma, args.quantile, args.synthesis, args.device, args.batch_size,
+                             args.textures)
         print(f"{run}: done", file=sys.stderr)
     command = "PYTHONPATH=src .venv/bin/python benchmarks/calibration_table.py " + shlex.join(
         list(argv if argv is not None else sys.argv[1:]))

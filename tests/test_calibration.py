@@ -267,3 +267,20 @@ def test_a_method_that_cannot_fit_keeps_the_trained_run(tiny_data, tmp_path, mon
     assert spec["finished"] and spec["calibration"] == {"method": "gamma", "n_val": 3}
     code, out, _ = cli("calibrate", "--run", tmp_path / "g", "--method", "sigma")
     assert code == 0 and "image threshold none" in out and "new: sigma" in out
+
+
+def test_synthetic_with_a_texture_folder_records_it(run_copy, tmp_path, cli):
+    from PIL import Image
+    tex = tmp_path / "textures"
+    tex.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tex / f"t{i}.png")
+    code, out, err = cli("calibrate", "--run", run_copy, "--method", "synthetic", "--textures", tex)
+    assert code == 0, err
+    cal = load_run(run_copy)[1]["calibration"]
+    assert cal["textures"] == str(tex.resolve()) and cal["method"] == "synthetic" and cal["n_synthetic"] == 3
+    code, _, err = cli("calibrate", "--run", run_copy, "--method", "sigma", "--textures", tex)
+    assert code == 2 and "--threshold-method synthetic" in err
+    code, _, err = cli("calibrate", "--run", run_copy, "--method", "sigma", "--synthesis", "dskd")
+    assert code == 2 and "--threshold-method synthetic" in err

@@ -16,8 +16,8 @@ is ``>= pixel_threshold``). Both come from the run's validation split of good tr
   so its fit on the ~20 values of a validation split is unstable. It needs positive values.
 - ``synthetic``: the F1-best threshold (``metrics.f1_max_threshold``) separating the validation good
   images from synthetic defects made from those same images (``validation.synthetic_defects``, fixed
-  seed); the pixel threshold is the F1-best over pixels of the synthetic masks (good images'
-  pixels count as normal).
+  seed; textures: ``textures``, else the run's ``data.textures``, else procedural noise); the pixel
+  threshold is the F1-best over pixels of the synthetic masks (good images' pixels count as normal).
 - ``fixed``: the user's numbers (``threshold``, optionally ``pixel_threshold``; without one the pixel
   threshold is ``sigma``'s, recorded as ``pixel_method``).
 
@@ -67,6 +67,7 @@ class CalibrationSettings:
     threshold: float | None = None
     pixel_threshold: float | None = None
     synthesis: str = "draem"
+    textures: str | None = None  #: synthetic: texture folder of the defects (None: the run's data.textures)
 
     def __post_init__(self) -> None:
         from .validation import SYNTHESIS_PRESETS
@@ -87,6 +88,10 @@ class CalibrationSettings:
                               f"(the {self.method} method fits its own)")
         if self.synthesis not in SYNTHESIS_PRESETS:
             raise ConfigError(f"synthesis must be one of {', '.join(SYNTHESIS_PRESETS)}, got {self.synthesis!r}")
+        if self.textures is not None and self.method != "synthetic":
+            raise ConfigError("--textures is for the synthetic defects of --threshold-method synthetic")
+        if self.textures is not None and not Path(self.textures).is_dir():
+            raise DataError(f"{self.textures}: texture folder not found (--textures)")
 
 
 # ----------------------------------------------------------------------------- one threshold
@@ -207,7 +212,11 @@ def fit(model: Any, good: Dataset | None, settings: CalibrationSettings, batch_s
     ``fixed`` sets thresholds; the other methods record that there was nothing to fit on)."""
     if good is None or len(good) == 0:
         return fit_thresholds(settings, []) if settings.method == "fixed" else {"method": settings.method, "n_val": 0}
-    return fit_thresholds(settings, **score_validation(model, good, settings, batch_size, device, progress, textures))
+    textures = settings.textures if settings.textures is not None else textures
+    out = fit_thresholds(settings, **score_validation(model, good, settings, batch_size, device, progress, textures))
+    if settings.method == "synthetic" and textures is not None:
+        out["textures"] = str(Path(textures).resolve())
+    return out
 
 
 def validation_good(spec: Mapping[str, Any]) -> Dataset | None:

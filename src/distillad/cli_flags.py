@@ -145,8 +145,11 @@ def _threshold_flags(p: argparse.ArgumentParser, default: Any, train: bool) -> N
                    help="fixed: the pixel threshold of the defect masks (default: sigma's on validation pixels)")
     if not train:
         from .validation import SYNTHESIS_PRESETS
-        p.add_argument("--synthesis", choices=sorted(SYNTHESIS_PRESETS), default="draem",
+        p.add_argument("--synthesis", choices=sorted(SYNTHESIS_PRESETS), default=None,
                        help="synthetic: the validation defects (default: draem, as distillad tune)")
+        p.add_argument("--textures", default=None, metavar="DIR",
+                       help="synthetic: texture images of the defects, e.g. DTD (default: the run's --textures, "
+                            "else procedural noise)")
 
 
 def add_calibration_flags(p: argparse.ArgumentParser, method_flag: str, required: bool) -> None:
@@ -162,15 +165,18 @@ def calibration_settings(args: argparse.Namespace) -> Any:
     """``CalibrationSettings`` of parsed calibration flags (None for ``test`` without --threshold-method)."""
     from .calibration import DEFAULT_K_SIGMA, DEFAULT_QUANTILE, CalibrationSettings
     if args.threshold_method is None:
-        given = [f for f in ("k_sigma", "quantile", "threshold", "pixel_threshold") if getattr(args, f) is not None]
+        given = [f for f in ("k_sigma", "quantile", "threshold", "pixel_threshold", "synthesis", "textures")
+                 if getattr(args, f) is not None]
         if given:
             raise ConfigError(f"--{given[0].replace('_', '-')} needs --threshold-method (without it the run's "
                               "stored thresholds are used)")
         return None
+    if args.synthesis is not None and args.threshold_method != "synthetic":
+        raise ConfigError("--synthesis chooses the defects of --threshold-method synthetic")
     return CalibrationSettings(args.threshold_method,
                                DEFAULT_K_SIGMA if args.k_sigma is None else args.k_sigma,
                                DEFAULT_QUANTILE if args.quantile is None else args.quantile,
-                               args.threshold, args.pixel_threshold, args.synthesis)
+                               args.threshold, args.pixel_threshold, args.synthesis or "draem", args.textures)
 
 
 def positive_int(s: str) -> int:
