@@ -56,7 +56,8 @@ def test_print_config_is_the_full_configuration(capsys, calls):
     td = model_class("rd").train_defaults
     assert cfg["train"] == {"epochs": 3, "batch_size": td["batch_size"], "image_size": td["image_size"], "seed": 7,
                             "device": "auto", "num_workers": 0, "logger": "tensorboard"}
-    assert cfg["calibration"] == {"k_sigma": 2.5}
+    assert cfg["calibration"] == {"k_sigma": 2.5, "method": "sigma", "quantile": 0.995, "threshold": None,
+                                  "pixel_threshold": None}
 
 
 @pytest.mark.parametrize("model", list_models())

@@ -16,9 +16,11 @@ from distillad.errors import DataError
 from distillad.metrics import (
     aupro,
     compute_metrics,
+    decision_metrics,
     f1_max,
     f1_max_threshold,
     image_auroc,
+    mask_metrics,
     pixel_auroc,
 )
 
@@ -272,3 +274,22 @@ def test_compute_metrics_without_anomalous_pixels_gives_nan():
     assert math.isnan(out["image_auroc"]) and math.isnan(out["image_f1_max"])
     with pytest.raises(DataError, match="both masks and maps"):
         compute_metrics([0, 1], [0.1, 0.5], masks=np.zeros((2, 4, 4)))
+
+
+def test_decision_metrics_at_a_threshold_by_hand():
+    # labels 0 0 0 1 1 ; scores >= 0.5 flag images 2, 3 (one false positive, one true positive, one missed)
+    m = decision_metrics([0, 0, 0, 1, 1], [0.1, 0.2, 0.6, 0.9, 0.3], 0.5)
+    assert m == {"threshold_accuracy": 3 / 5, "threshold_precision": 1 / 2, "threshold_tpr": 1 / 2,
+                 "threshold_fpr": 1 / 3}
+    m = decision_metrics([0, 0], [0.1, 0.2], 0.5)  # nothing flagged, nothing defective: undefined ratios are nan
+    assert m["threshold_accuracy"] == 1.0 and m["threshold_fpr"] == 0.0
+    assert math.isnan(m["threshold_precision"]) and math.isnan(m["threshold_tpr"])
+
+
+def test_mask_metrics_by_hand():
+    masks = np.zeros((2, 2, 2), bool)
+    masks[0, 0] = True  # 2 anomalous pixels
+    maps = np.array([[[0.9, 0.2], [0.1, 0.1]], [[0.8, 0.1], [0.1, 0.7]]])  # flagged at 0.5: 3 pixels, 1 right
+    assert mask_metrics(masks, maps, 0.5) == {"mask_precision": 1 / 3, "mask_recall": 1 / 2}
+    assert mask_metrics(masks[:, None], maps[:, None], 0.95)["mask_recall"] == 0.0
+    assert math.isnan(mask_metrics(masks, maps, 0.95)["mask_precision"])

@@ -17,6 +17,7 @@ import pytest
 
 from distillad import api
 from distillad import tune as tune_mod
+from distillad import validation as validation_mod
 from distillad.cli import main
 from distillad.tune import choose
 
@@ -49,7 +50,7 @@ def tuned(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         mp.setattr(builtins, "open", spy_open)
         mp.setattr(io, "open", spy_open)
         mp.setattr(api, "load_samples", spy_load)
-        mp.setattr(tune_mod, "load_samples", spy_load)
+        mp.setattr(validation_mod, "load_samples", spy_load)  # the validation split of distillad.validation
         assert main(["tune", "--data", str(tiny_data), "--out", str(out), *ARGS, "--grid", "variance_weight=0,2"]) == 0
     return {"out": out, "res": json.loads((out / "tune.json").read_text()), "opened": opened, "splits": splits}
 

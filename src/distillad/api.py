@@ -23,9 +23,11 @@ from . import distributed
 from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, finish_run,
                          load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock, write_run_spec)
 from .data import AnomalyDataset, load_samples, train_val_split
-from .engine import TrainConfig, calibrate, fit, infer, normalize_scores, resolve_device, seed_everything
+from .calibration import CalibrationSettings, normalize_scores, refit
+from .calibration import fit as fit_calibration
+from .engine import TrainConfig, fit, infer, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
-from .metrics import compute_metrics
+from .metrics import compute_metrics, decision_metrics, mask_metrics
 from .outputs import check_writable, is_within
 from .registry import create_model
 from .synthesis.foreground import FOREGROUND_METHODS
@@ -51,13 +53,18 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
           overwrite: bool = False,
           num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
           foreground: str | None = None, logger: str | None = None,
-          on_step_end: Callable[[Any, Any], None] | None = None, **model_kwargs: Any) -> dict[str, Any]:
+          on_step_end: Callable[[Any, Any], None] | None = None, threshold_method: str = "sigma",
+          quantile: float = 0.995, threshold: float | None = None, pixel_threshold: float | None = None,
+          **model_kwargs: Any) -> dict[str, Any]:
     """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json.
 
     ``textures`` (a folder, e.g. DTD) and ``foreground`` (grabcut | otsu | none; None: the method's paper
     setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
     stored in run.json's ``data``. ``logger``: "tensorboard" or "mlflow" (off by default).
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
+    ``threshold_method`` (sigma | quantile | gamma | synthetic | fixed), ``k_sigma``, ``quantile``,
+    ``threshold``, ``pixel_threshold``: how the thresholds are fitted on the validation split after
+    training (``distillad.calibration``; ``distillad calibrate`` re-fits them later).
     ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
     there (and nothing else). One process at a time trains into a folder (a lock).
     Under torchrun the ranks train data-parallel (``distillad.distributed``; ``batch_size`` is the global
@@ -67,6 +74,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
         raise ConfigError("resume and overwrite exclude each other: continue the run, or start over")
     if not isinstance(k_sigma, (int, float)) or isinstance(k_sigma, bool) or not math.isfinite(k_sigma) or k_sigma < 0:
         raise ConfigError(f"k_sigma must be a finite number >= 0, got {k_sigma!r}")
+    calibration = CalibrationSettings(threshold_method, k_sigma, quantile, threshold, pixel_threshold)
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     _refuse_inside(out, data, "the data folder")
@@ -85,7 +93,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
                  "val_fraction": val_fraction, "split_seed": split_seed,
                  "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
     train_cfg = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
-                 "seed": seed, "k_sigma": k_sigma}
+                 "seed": seed, "k_sigma": k_sigma, "threshold_method": threshold_method, "quantile": quantile,
+                 "threshold": threshold, "pixel_threshold": pixel_threshold}
     samples = load_samples(data, "train", category, layout)
     train_s, val_s = train_val_split(samples, val_fraction, split_seed)
     if not train_s:
@@ -105,7 +114,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
         if spec.get("finished"):
             return spec
         return _train_in(out, net, cfg, spec["run_id"], sets, val_set, logger, device, resume, progress,
-                         on_step_end, k_sigma)
+                         on_step_end, calibration, data_spec["textures"])
 
 
 def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
@@ -156,6 +165,8 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     mine = json.loads(json.dumps({"method": model, "model_kwargs": net.model_kwargs, "train": train_cfg,
                                   "data": data_spec}, default=str))
     theirs = {k: old.get(k) for k in mine}
+    if isinstance(theirs["train"], dict):  # settings newer than the run: absent means what it was calibrated with
+        theirs["train"] = {**_CALIBRATION_DEFAULTS, **theirs["train"]}
     if mine != theirs:
         diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
                       if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
@@ -164,9 +175,14 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     return old
 
 
+#: train settings added with the calibration methods; a run.json from before them used these
+_CALIBRATION_DEFAULTS = {"threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None}
+
+
 def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,
               logger: str | None, device: str, resume: bool, progress: bool | None,
-              on_step_end: Callable[[Any, Any], None] | None, k_sigma: float) -> dict[str, Any]:
+              on_step_end: Callable[[Any, Any], None] | None, calibration: CalibrationSettings,
+              textures: str | None) -> dict[str, Any]:
     """Fit, calibrate on the validation good images and finish the run folder ``out``."""
     track = None
     if logger is not None and distributed.is_main():
@@ -183,10 +199,13 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
             track.close()
     if not distributed.is_main():  # rank 0 calibrates and finishes the run; no collective follows, so no wait
         return {**read_run_spec(out), "history": history, "rank": distributed.rank()}
-    calib: dict[str, Any] = {"n_val": 0}
-    if val_set is not None:
-        res = infer(net, val_set, cfg.batch_size, device, progress)  # type: ignore[arg-type]
-        calib = calibrate(res["scores"], res["maps"], k_sigma)
+    try:
+        calib = fit_calibration(net, val_set, calibration, cfg.batch_size, device, progress, textures)  # type: ignore[arg-type]
+    except (ConfigError, DataError) as e:  # the method cannot fit these scores: keep the trained model all the same
+        finish_run(out, net, {"method": calibration.method, "n_val": len(val_set) if val_set is not None else 0},
+                   history)
+        raise type(e)(f"{e}. The run is trained and saved in {out} without thresholds: set them with "
+                      f"`distillad calibrate --run {out} --method M`") from None
     return finish_run(out, net, calib, history)
 
 
@@ -223,8 +242,12 @@ def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | Non
 
 def test(run: str | Path, data: str | Path | None = None, category: str | None = None, layout: str | None = None,
          device: str = "auto", batch_size: int = 16, n_overlays: int = 8, progress: bool | None = None,
-         fpr_limit: float = 0.3) -> dict[str, Any]:
-    """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures."""
+         fpr_limit: float = 0.3, calibration: CalibrationSettings | None = None) -> dict[str, Any]:
+    """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures.
+
+    Decisions use the run's stored thresholds, or with ``calibration`` thresholds fitted anew on the
+    run's validation split for this evaluation only (run.json is not changed: ``distillad calibrate``
+    does that). metrics.json records the calibration used."""
     run = Path(run)
     model, spec = load_run(run, resolve_device(device))
     check_writable(run, flag="--run")  # its outputs go into the run folder: fail before the work, not after
@@ -238,16 +261,18 @@ def test(run: str | Path, data: str | Path | None = None, category: str | None =
     has_masks = bool(res["masks"].sum() > 0)
     metrics = compute_metrics(labels, scores, res["masks"][:, 0].numpy().astype(bool) if has_masks else None,
                               res["maps"][:, 0].numpy() if has_masks else None, fpr_limit=fpr_limit)
-    calib = spec.get("calibration", {})
+    calib = spec.get("calibration", {}) if calibration is None else refit(model, spec, calibration, run, batch_size,
+                                                                          device, progress)
     thr = calib.get("image_threshold")
     if thr is not None:
-        pred = scores >= thr
-        metrics["threshold_accuracy"] = float((pred == labels.astype(bool)).mean())
-        metrics["threshold_tpr"] = float(pred[labels == 1].mean()) if (labels == 1).any() else float("nan")
-        metrics["threshold_fpr"] = float(pred[labels == 0].mean()) if (labels == 0).any() else float("nan")
+        metrics.update(decision_metrics(labels, scores, thr))
+    if has_masks and calib.get("pixel_threshold") is not None:
+        metrics.update(mask_metrics(res["masks"][:, 0].numpy() > 0.5, res["maps"][:, 0].numpy(),
+                                    calib["pixel_threshold"]))
     metrics.update(n_test=int(len(labels)), n_defective=int(labels.sum()),
                    infer_images_per_s=float(len(labels) / res["seconds"]))
-    out = {"metrics": metrics, "run": str(run), "method": spec["method"], "data": str(data or spec["data"]["path"])}
+    out = {"metrics": metrics, "run": str(run), "method": spec["method"], "data": str(data or spec["data"]["path"]),
+           "calibration": calib, "calibration_source": "run.json" if calibration is None else "re-fitted for this test"}
     atomic_write_json(run / "metrics.json", out)
     _write_scores_csv(run / "scores.csv", res["paths"], res["defects"], labels, scores, calib)
     plot_scores(run / "scores.png", labels, scores, thr, title=f"{spec['method']} — {Path(spec['data']['path']).name}")

@@ -1,4 +1,5 @@
-"""Command line: ``distillad train | tune | test | predict | demo | benchmark | synth-preview | export | serve``.
+"""Command line: ``distillad train | tune | test | calibrate | predict | demo | benchmark | synth-preview | export |
+serve``.
 
 Flags map 1:1 to keywords: ``--epochs`` is ``train(epochs=)``; a method's own keywords
 (``--teacher``, ``--lr``, ``--sigma`` ...) are read from its constructor's signature and typed
@@ -25,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_flags import Parser, add_model_flags, add_run_flags, parse_grid, positive_int, tuple_value
+from .cli_flags import (Parser, add_calibration_flags, add_model_flags, add_run_flags, calibration_settings, parse_grid,
+                        positive_int, tuple_value)
 from .config import FLAG_PATHS, FOREGROUNDS, config_from_args, dump_config, load_config, peek_model, train_kwargs
 from .errors import ConfigError, DistilladError
 
@@ -78,6 +80,17 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--layout")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=16)
+    add_calibration_flags(e, "--threshold-method", required=False)
+
+    c = sub.add_parser("calibrate", help="re-fit a trained run's thresholds on its validation split (no retraining)",
+                       description="Fits the image and pixel thresholds anew on the run's validation good images "
+                                   "(the split recorded in run.json; test images are never read) and rewrites "
+                                   "run.json (atomically, sealed, under the run's lock). Prints the old and new "
+                                   "thresholds. `distillad test` then reports decisions at the new ones.")
+    c.add_argument("--run", required=True)
+    add_calibration_flags(c, "--method", required=True)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--batch-size", type=int, default=16)
 
     p = sub.add_parser("predict", help="score new images with a trained run", epilog=_PREDICT_EPILOG)
     p.add_argument("--run", required=True)
@@ -247,21 +260,25 @@ def run(argv: Sequence[str]) -> int:
             return 0
         cal = spec.get("calibration", {})
         epochs = spec.get("train", {}).get("epochs", len(spec.get("history", [])))
-        thr = (f"threshold {cal['image_threshold']:.4g} from {cal['n_val']} validation images"
-               if "image_threshold" in cal else "no threshold: no validation images")
+        thr = (f"{cal.get('method', 'sigma')} threshold {cal['image_threshold']:.4g} from {cal['n_val']} validation "
+               "images" if "image_threshold" in cal else "no threshold: no validation images")
         print(f"trained {spec['method']} for {epochs} epochs ({len(spec.get('history', []))} phase passes) → "
               f"{cfg['out']} ({thr})")
-        if "image_threshold" not in cal:
-            print("distillad: warning: without validation images there is no good/defective decision; keep some "
-                  "good images out of training (--val-fraction, more images)", file=sys.stderr)
+        _warn_calibration(cal)
         return 0
     if args.command == "tune":
         return _tune(args)
     from . import api
     if args.command == "test":
-        out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size)
+        settings = calibration_settings(args)
+        out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size,
+                       calibration=settings)
+        if settings is not None:
+            _warn_calibration(out["calibration"])
         _print_metrics(out["metrics"])
         print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png")
+    elif args.command == "calibrate":
+        return _calibrate(args)
     elif args.command == "predict":
         return _predict(args)
     elif args.command == "demo":
@@ -336,8 +353,27 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_calibration(calib: dict[str, Any]) -> None:
+    from .calibration import calibration_warnings
+    for w in calibration_warnings(calib):
+        print(f"distillad: warning: {w}", file=sys.stderr)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    """``distillad calibrate``: re-fit, rewrite run.json, print the old and the new thresholds."""
+    from .calibration import calibrate_run, describe
+    old, new = calibrate_run(args.run, calibration_settings(args), args.device, args.batch_size)
+    print(f"old: {describe(old)}")
+    print(f"new: {describe(new)}")
+    print(f"written: {Path(args.run) / 'run.json'} (rerun `distillad test --run {args.run}` for the decisions "
+          "at the new thresholds)")
+    _warn_calibration(new)
+    return 0
+
+
 def _print_metrics(m: dict[str, Any]) -> None:
-    keys = ["image_auroc", "pixel_auroc", "aupro", "image_f1_max", "threshold_accuracy", "infer_images_per_s"]
+    keys = ["image_auroc", "pixel_auroc", "aupro", "image_f1_max", "threshold_accuracy", "threshold_precision",
+            "threshold_tpr", "threshold_fpr", "mask_precision", "mask_recall", "infer_images_per_s"]
     width = max(len(k) for k in keys)
     for k in keys:
         if k in m:

@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 from .config import FOREGROUNDS, LOGGERS, Param, model_params
 from .errors import ConfigError
 
-__all__ = ["Parser", "add_model_flags", "add_run_flags", "tuple_value", "positive_int", "parse_grid"]
+__all__ = ["Parser", "add_model_flags", "add_run_flags", "add_calibration_flags", "tuple_value", "positive_int",
+           "parse_grid"]
 
 _NONE = "none"
 
@@ -116,9 +117,12 @@ def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1 ...")
     t.add_argument("--val-fraction", type=float, default=S,
                    help="good training images held out for thresholds (default: 0.1)")
+    from .calibration import METHODS
+    t.add_argument("--threshold-method", choices=METHODS, default=S,
+                   help="how the thresholds are fitted on the validation split after training (default: sigma; "
+                        "`distillad calibrate` re-fits them)")
     t.add_argument("--split-seed", type=int, default=S, help="seed of the train/validation split (default: 0)")
-    t.add_argument("--k-sigma", type=float, default=S,
-                   help="threshold = mean + k·std of validation scores (default: 3.0)")
+    _threshold_flags(t, S, train=True)
     t.add_argument("--num-workers", type=int, default=S, help="default: 0")
     t.add_argument("--textures", default=S,
                    help="folder of texture images (e.g. DTD) for synthetic anomalies; default: none")
@@ -126,6 +130,53 @@ def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
                    help="foreground masks for synthetic anomalies; default: the method's paper preset")
     t.add_argument("--logger", choices=LOGGERS, default=S,
                    help="log losses and validation overlays into the run folder (default: off)")
+
+
+def _threshold_flags(p: argparse.ArgumentParser, default: Any, train: bool) -> None:
+    """--k-sigma, --quantile, --threshold, --pixel-threshold: the parameters of the calibration methods."""
+    p.add_argument("--k-sigma", type=float, default=default,
+                   help="sigma: threshold = mean + k·std of validation scores (default: 3.0)")
+    p.add_argument("--quantile", type=float, default=default, metavar="Q",
+                   help="quantile: the Q-quantile of validation scores; gamma: the Q-quantile of a Gamma fitted "
+                        "to them (default: 0.995)")
+    p.add_argument("--threshold", type=float, default=default, metavar="X",
+                   help="fixed: the image threshold (a score >= X is defective)")
+    p.add_argument("--pixel-threshold", type=float, default=default, metavar="X",
+                   help="fixed: the pixel threshold of the defect masks (default: sigma's on validation pixels)")
+    if not train:
+        from .validation import SYNTHESIS_PRESETS
+        p.add_argument("--synthesis", choices=sorted(SYNTHESIS_PRESETS), default=None,
+                       help="synthetic: the validation defects (default: draem, as distillad tune)")
+        p.add_argument("--textures", default=None, metavar="DIR",
+                       help="synthetic: texture images of the defects, e.g. DTD (default: the run's --textures, "
+                            "else procedural noise)")
+
+
+def add_calibration_flags(p: argparse.ArgumentParser, method_flag: str, required: bool) -> None:
+    """The calibration flags of ``test`` (``--threshold-method``, optional) and ``calibrate`` (``--method``)."""
+    from .calibration import METHODS
+    p.add_argument(method_flag, choices=METHODS, required=required, default=None, dest="threshold_method",
+                   help="how the thresholds are fitted on the run's validation split: " + ", ".join(METHODS) +
+                        ("" if required else " (default: the thresholds stored in the run)"))
+    _threshold_flags(p, None, train=False)
+
+
+def calibration_settings(args: argparse.Namespace) -> Any:
+    """``CalibrationSettings`` of parsed calibration flags (None for ``test`` without --threshold-method)."""
+    from .calibration import DEFAULT_K_SIGMA, DEFAULT_QUANTILE, CalibrationSettings
+    if args.threshold_method is None:
+        given = [f for f in ("k_sigma", "quantile", "threshold", "pixel_threshold", "synthesis", "textures")
+                 if getattr(args, f) is not None]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} needs --threshold-method (without it the run's "
+                              "stored thresholds are used)")
+        return None
+    if args.synthesis is not None and args.threshold_method != "synthetic":
+        raise ConfigError("--synthesis chooses the defects of --threshold-method synthetic")
+    return CalibrationSettings(args.threshold_method,
+                               DEFAULT_K_SIGMA if args.k_sigma is None else args.k_sigma,
+                               DEFAULT_QUANTILE if args.quantile is None else args.quantile,
+                               args.threshold, args.pixel_threshold, args.synthesis or "draem", args.textures)
 
 
 def positive_int(s: str) -> int:

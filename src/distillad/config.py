@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from .calibration import METHODS as CALIBRATION_METHODS
 from .errors import ConfigError
 from .synthesis.foreground import FOREGROUND_METHODS
 
@@ -39,11 +40,14 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "image_size": ("train", "image_size"),
     "seed": ("train", "seed"), "device": ("train", "device"), "num_workers": ("train", "num_workers"),
     "logger": ("train", "logger"), "k_sigma": ("calibration", "k_sigma"),
+    "threshold_method": ("calibration", "method"), "quantile": ("calibration", "quantile"),
+    "threshold": ("calibration", "threshold"), "pixel_threshold": ("calibration", "pixel_threshold"),
 }
 DEFAULTS: dict[str, Any] = {
     "model": None, "out": None, "data": None, "category": None, "layout": None, "val_fraction": 0.1,
     "split_seed": 0, "textures": None, "foreground": None, "epochs": None, "batch_size": None,
     "image_size": None, "seed": 0, "device": "auto", "num_workers": 0, "logger": None, "k_sigma": 3.0,
+    "threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None,
 }
 SECTIONS = ["model", "model_kwargs", "data", "train", "calibration", "out"]
 _MIN1 = {"minimum": 1}
@@ -57,7 +61,9 @@ _FIXED_SCHEMA: dict[str, dict[str, Any]] = {
               "image_size": {"type": ["integer", "null"], "minimum": 32, "maximum": 4096}, "seed": {"type": "integer"},
               "device": {"type": "string"}, "num_workers": {"type": "integer", "minimum": 0},
               "logger": {"enum": [*LOGGERS, None]}},
-    "calibration": {"k_sigma": {"type": "number", "minimum": 0}},
+    "calibration": {"k_sigma": {"type": "number", "minimum": 0}, "method": {"enum": list(CALIBRATION_METHODS)},
+                    "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                    "threshold": {"type": ["number", "null"]}, "pixel_threshold": {"type": ["number", "null"]}},
 }
 _JSON_TYPE = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
 
@@ -314,9 +320,9 @@ def load_config(path: str | Path, model: str | None = None) -> dict[str, Any]:
     _validate({**raw, "model": model}, model, str(path))
     if isinstance(raw.get("model_kwargs"), dict):
         raw["model_kwargs"] = _typed(model, raw["model_kwargs"])
-    for k in ("val_fraction", "k_sigma"):
+    for k in ("val_fraction", "k_sigma", "quantile", "threshold", "pixel_threshold"):
         sec = "data" if k == "val_fraction" else "calibration"
-        if k in (raw.get(sec) or {}):
+        if (raw.get(sec) or {}).get(k) is not None:
             raw[sec][k] = float(raw[sec][k])
     return raw
 

@@ -35,8 +35,7 @@ from .phases import Phase, Step, param_groups, plan, validate_phases
 #: image sizes the teachers' five stride-2 stages handle (a 1-pixel last stage at 32), and a sane upper end
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
 
-__all__ = ["TrainConfig", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "seed_everything", "resolve_device", "fit", "infer",
-           "calibrate", "normalize_scores"]
+__all__ = ["TrainConfig", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "seed_everything", "resolve_device", "fit", "infer"]
 
 
 @dataclass
@@ -259,33 +258,3 @@ def infer(model: DistillationModel, dataset: Dataset, batch_size: int = 16, devi
     cat = lambda xs: torch.cat(xs) if xs else None  # noqa: E731
     return {"scores": cat(scores), "maps": cat(maps), "labels": cat(labels), "masks": cat(masks),
             "paths": paths, "defects": defects, "seconds": time.perf_counter() - t0}
-
-
-def calibrate(scores: torch.Tensor, maps: torch.Tensor | None, k_sigma: float = 3.0) -> dict[str, float]:
-    """Thresholds from validation GOOD images only: mean + k·std of their image scores and of
-    their pixel values (for the defect mask). Test images never choose anything."""
-    s = scores.double()
-    if not bool(torch.isfinite(s).all()):
-        raise TrainingError(f"{int((~torch.isfinite(s)).sum())} of {len(s)} validation scores are not finite: "
-                            "the model outputs NaN/inf (diverged training?); no threshold can be set")
-    if not math.isfinite(k_sigma) or k_sigma < 0:
-        raise ConfigError(f"k_sigma must be a finite number >= 0, got {k_sigma!r}")
-    out = {"score_mean": float(s.mean()), "score_std": float(s.std(unbiased=True)) if len(s) > 1 else 0.0,
-           "score_max": float(s.max()), "k_sigma": k_sigma, "n_val": int(len(s))}
-    out["image_threshold"] = out["score_mean"] + k_sigma * out["score_std"]
-    if maps is not None:
-        p = maps.double().flatten()
-        mu, sd = float(p.mean()), float(p.std())
-        out.update(pixel_mean=mu, pixel_std=sd, pixel_threshold=mu + k_sigma * sd)
-    bad = [k for k, v in out.items() if not math.isfinite(v)]
-    if bad:
-        raise ConfigError(f"k_sigma={k_sigma} makes the {bad[0].replace('_', ' ')} {out[bad[0]]}: not a usable "
-                          "threshold; choose a smaller k_sigma")
-    return out
-
-
-def normalize_scores(scores: torch.Tensor, calib: dict[str, float]) -> torch.Tensor:
-    """Scores mapped so that the validation mean is 0 and the threshold is 0.5 (DSKD eq. 1's
-    "normalise, threshold at 0.5"); not clipped, so ranking is unchanged."""
-    span = max(calib["image_threshold"] - calib["score_mean"], 1e-12)
-    return 0.5 * (scores - calib["score_mean"]) / span

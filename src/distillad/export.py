@@ -99,10 +99,10 @@ def _check_request(run: Path, out: Path, batch_size: int, fmt: str, quantize: st
 
 def validation_images(spec: dict[str, Any], limit: int | None = None) -> torch.Tensor:
     """The run's validation good images (N, 3, H, W) in [0, 1]: the split recorded in run.json's ``data``."""
-    from .data import AnomalyDataset, load_samples, train_val_split
+    from .data import AnomalyDataset
+    from .validation import validation_samples
     d = spec.get("data") or {}
-    samples = load_samples(d["path"], "train", d.get("category"), d.get("layout"))
-    _, val = train_val_split(samples, d.get("val_fraction", 0.1), d.get("split_seed", 0))
+    val = validation_samples(spec)
     if not val:
         raise DataError(f"{d['path']}: the run has no validation images (val_fraction "
                         f"{d.get('val_fraction')}) to calibrate int8 on")

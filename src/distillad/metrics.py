@@ -33,6 +33,10 @@ Every function is stateless, accepts numpy arrays or torch tensors, and is exact
   horizontal, so only the points around each anomalous score need to be evaluated, which
   gives the same polyline (collinear points dropped) and the same area.
 
+* ``decision_metrics`` / ``mask_metrics``: what a user acts on, at the run's calibrated thresholds
+  (``distillad.calibration``): decision accuracy, precision, recall (TPR) and FPR of ``score >=
+  image_threshold``, and pixel precision and recall of the masks ``map >= pixel_threshold``.
+
 Images without any anomalous pixel only contribute normal pixels to the FPR. Metrics that
 are undefined because a class is missing raise :class:`~distillad.errors.DataError` (a
 ``ValueError``); :func:`compute_metrics` turns those cases into ``float('nan')``.
@@ -54,6 +58,8 @@ __all__ = [
     "f1_max_threshold",
     "aupro",
     "compute_metrics",
+    "decision_metrics",
+    "mask_metrics",
 ]
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray understands
@@ -248,6 +254,30 @@ def aupro(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3) -> float:
     m, s = _pixel_arrays(masks, maps)
     fpr, pro = _pro_curve(m, s)
     return _area_up_to(fpr, pro, float(fpr_limit)) / float(fpr_limit)
+
+
+# ----------------------------------------------------------------------------- decisions at a threshold
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else float("nan")
+
+
+def decision_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float) -> dict[str, float]:
+    """Good/defective decisions ``score >= threshold`` against labels (N,) in {0,1}: accuracy, precision,
+    recall (= TPR) and FPR. A ratio with nothing to count (no defective image, nothing flagged) is nan."""
+    y, s = _image_arrays(labels, scores)
+    pred = s >= threshold
+    tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
+    return {"threshold_accuracy": _ratio(int((pred == y).sum()), y.size), "threshold_precision": _ratio(tp, tp + fp),
+            "threshold_tpr": _ratio(tp, int(y.sum())), "threshold_fpr": _ratio(fp, int((~y).sum()))}
+
+
+def mask_metrics(masks: ArrayLike, maps: ArrayLike, threshold: float) -> dict[str, float]:
+    """Pixel precision and recall of the masks ``map >= threshold`` against ground-truth masks, over all
+    pixels of masks/maps (N,H,W) or (N,1,H,W); nan where nothing is flagged or no pixel is anomalous."""
+    m, a = _pixel_arrays(masks, maps)
+    pred = a >= threshold
+    tp, flagged = int(np.count_nonzero(pred & m)), int(np.count_nonzero(pred))
+    return {"mask_precision": _ratio(tp, flagged), "mask_recall": _ratio(tp, int(np.count_nonzero(m)))}
 
 
 # ----------------------------------------------------------------------------- all at once

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import atomic_write_bytes, load_run, read_run_spec
 from .data.dataset import resize_image
 from .data.io import IMAGE_EXTENSIONS, is_image_file, load_image
-from .engine import _progress, normalize_scores, resolve_device
+from .calibration import normalize_scores
+from .engine import _progress, resolve_device
 from .errors import DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed

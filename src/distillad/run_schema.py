@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .calibration import METHODS as CALIBRATION_METHODS
 from .errors import CheckpointError
 
 __all__ = ["RUN_SCHEMA", "spec_digest", "seal", "validate_run_spec"]
@@ -22,6 +23,8 @@ __all__ = ["RUN_SCHEMA", "spec_digest", "seal", "validate_run_spec"]
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _NUM = {"type": "number"}
 _STR_OR_NULL = {"type": ["string", "null"]}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_METHODS = list(CALIBRATION_METHODS)
 #: a file name inside the run folder: no separator, no "..", not hidden
 _OWN_FILE = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "not": {"pattern": r"\.\."}}
 
@@ -48,7 +51,10 @@ RUN_SCHEMA: dict[str, Any] = {
                   "properties": {"epochs": {"type": "integer", "minimum": 1},
                                  "batch_size": {"type": "integer", "minimum": 1},
                                  "image_size": {"type": "integer", "minimum": 32, "maximum": 4096},
-                                 "seed": {"type": "integer"}, "k_sigma": {"type": "number", "minimum": 0}}},
+                                 "seed": {"type": "integer"}, "k_sigma": {"type": "number", "minimum": 0},
+                                 "threshold_method": {"enum": _METHODS},
+                                 "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                                 "threshold": _NUM_OR_NULL, "pixel_threshold": _NUM_OR_NULL}},
         "data": {"type": "object", "required": ["path"],
                  "properties": {"path": {"type": "string"}, "category": _STR_OR_NULL, "layout": _STR_OR_NULL,
                                 "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
@@ -57,8 +63,13 @@ RUN_SCHEMA: dict[str, Any] = {
         "finished": {"type": "boolean"},
         "weights": {"type": "object", "required": ["file", "sha256"],
                     "properties": {"file": _OWN_FILE, "sha256": _HEX64}, "additionalProperties": False},
+        # thresholds and statistics are numbers; the method and the synthesis preset are the only words
         "calibration": {"type": "object", "required": ["n_val"],
-                        "properties": {"n_val": {"type": "integer", "minimum": 0}},
+                        "properties": {"n_val": {"type": "integer", "minimum": 0},
+                                       "n_synthetic": {"type": "integer", "minimum": 0},
+                                       "method": {"enum": _METHODS}, "pixel_method": {"enum": _METHODS},
+                                       "synthesis": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                                       "textures": {"type": "string"}},
                         "additionalProperties": _NUM},
         "history": {"type": "array", "items": {"type": "object"}},
         "integrity": {"type": "object", "required": ["sha256"], "properties": {"sha256": _HEX64},
@@ -94,7 +105,7 @@ def validate_run_spec(spec: dict[str, Any], where: Path) -> None:
         e = errors[0]
         field = ".".join(map(str, e.absolute_path)) or "<top level>"
         raise CheckpointError(f"{where}: field {field!r}: {e.message}")
-    bad = [k for k, v in spec.get("calibration", {}).items() if not math.isfinite(v)]
+    bad = [k for k, v in spec.get("calibration", {}).items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise CheckpointError(f"{where}: field 'calibration.{bad[0]}' is {spec['calibration'][bad[0]]}: "
                               "not a usable threshold")

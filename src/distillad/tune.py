@@ -4,7 +4,8 @@ For a small grid of keyword values (their cartesian product, the last keyword va
 every candidate is trained once per seed with ``api.train`` into ``out/runs/<slug>/``: on the good
 training images minus the validation split, which api.train holds out. Each run is then scored on
 that split's good images against synthetic defects made from those same images
-(``SyntheticAnomalyDataset``, seed ``SYNTHESIS_SEED``: every candidate sees the same defects).
+(``SyntheticAnomalyDataset``, seed ``SYNTHESIS_SEED``: every candidate sees the same defects;
+``distillad.validation`` builds both).
 
 Criterion (higher is better): the mean of image AUROC (good validation images vs. their defective
 versions) and pixel AUROC (on the synthetic masks), averaged over seeds. AUROC is rank-based, so
@@ -45,23 +46,15 @@ from tqdm.auto import tqdm
 from . import api
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_run
 from .config import FLAG_PATHS, Param, config_from_args, model_params
-from .data import AnomalyDataset, load_samples, train_val_split
 from .engine import infer, resolve_device
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .metrics import compute_metrics
 from .registry import create_model
-from .synthesis import PAPER_PRESETS, SyntheticAnomalyDataset
+from .validation import SYNTHESIS_PRESETS, SYNTHESIS_SEED, synthesis_settings, validation_sets
 
 __all__ = ["tune", "grid_params", "candidates", "slug", "validation_sets", "score_run", "choose", "render",
            "SYNTHESIS_PRESETS", "SYNTHESIS_SEED", "TIE_TOL", "TIE_RULE"]
 
-#: synthetic defects of the validation images: ``SyntheticAnomalyDataset`` keywords. draem: β weighs
-#: the normal image (form "dtsnet"), β ∈ [0.15, 0.5], so the texture's opacity is 50–85 %.
-SYNTHESIS_PRESETS: dict[str, dict[str, Any]] = {
-    "draem": {"mode": "plain", "form": "dtsnet", "foreground": "none", "beta_high": 0.5},
-    **PAPER_PRESETS,
-}
-SYNTHESIS_SEED = 20240601
 TIE_TOL = 1e-6  # criterion in [0, 1]: only equal AUROCs (up to float noise) tie
 TIE_RULE = (f"ties (criterion within {TIE_TOL:g}) go to the lower mean validation loss term, then to the method's "
             "default value, then to the earlier grid order")
@@ -125,33 +118,6 @@ def slug(candidate: Mapping[str, Any], seed: int) -> str:
 
 
 # ----------------------------------------------------------------------------- scoring
-def _synthesis(synthesis: str | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(synthesis, str):
-        if synthesis not in SYNTHESIS_PRESETS:
-            raise ConfigError(f"synthesis must be one of {', '.join(SYNTHESIS_PRESETS)}, got {synthesis!r}")
-        return {"preset": synthesis, **SYNTHESIS_PRESETS[synthesis]}
-    return {"preset": "custom", **synthesis}
-
-
-def validation_sets(spec: Mapping[str, Any], synthesis: str | Mapping[str, Any] = "draem",
-                    ) -> tuple[Dataset, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(good, defective, triplets) of a run's validation split, from its run.json: the good images that
-    api.train held out (same data, fraction and split seed; test images are never listed), their
-    synthetic-defect versions as ``infer`` items (label 1, the synthetic mask), and the
-    (image, anomalous, mask) triplets themselves (for the loss of a phase that trains on them)."""
-    d = spec["data"]
-    _, val = train_val_split(load_samples(d["path"], "train", d.get("category"), d.get("layout")),
-                             d["val_fraction"], d["split_seed"])
-    if not val:
-        raise DataError(f"{d['path']}: no validation images to tune on (val_fraction {d['val_fraction']})")
-    good = AnomalyDataset(val, image_size=spec["image_size"])
-    kw = {k: v for k, v in _synthesis(synthesis).items() if k != "preset"}
-    syn = SyntheticAnomalyDataset(good, textures=d.get("textures"), seed=SYNTHESIS_SEED, **kw)
-    triplets = [syn[i] for i in range(len(syn))]  # made once: every candidate scores the same defects
-    defective = [{"image": t["anomalous"], "mask": t["mask"], "label": 1, "path": t["path"]} for t in triplets]
-    return good, defective, triplets
-
-
 @torch.no_grad()
 def _val_losses(model: Any, good: Dataset, triplets: list[dict[str, Any]], batch_size: int,
                 device: str) -> dict[str, float]:
@@ -266,7 +232,7 @@ def tune(model: str, data: str | Path, out: str | Path, grid: Mapping[str, Seque
     for c in cands:
         for k, v in c.items():
             typed[k] += [] if v in typed[k] else [v]
-    syn = _synthesis(synthesis)
+    syn = synthesis_settings(synthesis)
     defaults = {p.name: p.default for p in model_params(model)}
     disable = (not progress) if progress is not None else os.environ.get("DISTILLAD_PROGRESS", "1") == "0"
     bar = tqdm(total=len(cands) * len(seeds), desc=f"tune {model}", unit="run", dynamic_ncols=True, disable=disable)

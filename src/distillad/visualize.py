@@ -136,7 +136,7 @@ def overlay_strip_for_run(items: Sequence[Mapping[str, Any]], maps: Sequence[Any
     ground truth. Captions: defect type and the score normalised by the validation statistics
     (0.5 = image threshold), or the raw score when the calibration cannot normalise (fewer than two
     validation images)."""
-    from .engine import normalize_scores
+    from .calibration import normalize_scores
 
     vmin, vmax = calibrated_colour_scale(calibration)
     s = np.asarray([float(v) for v in scores], dtype=np.float64)

@@ -229,7 +229,7 @@ def test_keyword_hints_are_the_accepted_values():
 def test_train_stores_calibration_for_eq1(tiny_data, tmp_path):
     """api.train fits the eq.-1 normalisation on the validation good images and stores it."""
     from distillad import api
-    from distillad.engine import normalize_scores
+    from distillad.calibration import normalize_scores
     run = api.train("dskd", tiny_data, tmp_path / "run", epochs=1, batch_size=4, image_size=SIZE,
                     val_fraction=0.3, progress=False, device="cpu", teacher="efficientnet_lite0",
                     teacher_weights="random")

@@ -50,11 +50,13 @@ from .measure import (FULL_TIMING, MEMORY_METHOD, QUICK_TIMING, TIMING_METHOD, m
 from .plots import plot_results
 from .report import render_markdown, write_markdown
 from .runner import run_benchmark
-from .schema import MEASURES, METRICS, RESULTS_SCHEMA, SCHEMA_VERSION, SUMMARY_KEYS, validate
+from .schema import (DECISION_METRICS, MEASURES, METRICS, RANKING_METRICS, RESULTS_SCHEMA, SCHEMA_VERSION, SUMMARY_KEYS,
+                     validate)
 from .summary import compare_with_papers, load_paper_numbers, summarize
 
 __all__ = [
-    "RESULTS_SCHEMA", "METRICS", "MEASURES", "SUMMARY_KEYS", "SCHEMA_VERSION", "DEFAULT_TEACHER", "FULL_TIMING",
+    "RESULTS_SCHEMA", "METRICS", "RANKING_METRICS", "DECISION_METRICS",
+    "MEASURES", "SUMMARY_KEYS", "SCHEMA_VERSION", "DEFAULT_TEACHER", "FULL_TIMING",
     "QUICK_TIMING", "MEMORY_METHOD", "TIMING_METHOD", "BenchmarkConfig", "add_arguments", "config_from_args",
     "run_from_args", "run_benchmark", "write_markdown", "render_markdown", "plot_results", "load_paper_numbers",
     "compare_with_papers", "summarize", "validate", "discover_categories", "machine_info", "measure_throughput",

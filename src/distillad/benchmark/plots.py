@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .schema import MEASURES, METRICS
+from .schema import MEASURES, RANKING_METRICS
 
 __all__ = ["plot_results"]
 
@@ -110,7 +110,7 @@ def plot_results(results: dict[str, Any], out_dir: str | Path, device: str | Non
     for every model (from each model's lowest seed); returns the files written."""
     out_dir = Path(out_dir)
     written = []
-    for key, title, percent in [*((k, t, True) for k, t in METRICS), *((k, t, False) for k, t, _ in MEASURES)]:
+    for key, title, percent in [*((k, t, True) for k, t in RANKING_METRICS), *((k, t, False) for k, t, _ in MEASURES)]:
         written.append(out_dir / "plots" / f"{key}.png")
         _bar_chart(written[-1], results, key, title, percent=percent)
     dev = torch.device(device or results["protocol"].get("device", "cpu"))

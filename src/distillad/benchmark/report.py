@@ -12,6 +12,7 @@ from .schema import MEASURES, METRICS
 __all__ = ["write_markdown", "render_markdown", "table"]
 
 OVERALL = "Overall (mean over categories)"
+_MISSING = {"mean": None, "std": None, "n": 0}  # a decision column of results from before it existed
 
 
 def _fmt(x: Any, decimals: int, scale: float = 1.0) -> str:
@@ -30,7 +31,8 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
     head = ["model", *(t for _, t in METRICS), *(t for _, t, _ in MEASURES)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, row in rows.items():
-        cells = [m, *(_fmt_stat(row[k]) for k, _ in METRICS), *(_fmt(row[k]["mean"], d) for k, _, d in MEASURES)]
+        cells = [m, *(_fmt_stat(row.get(k, _MISSING)) for k, _ in METRICS),
+                 *(_fmt(row[k]["mean"], d) for k, _, d in MEASURES)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -51,7 +53,9 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"**Machine**: {mach['cpu']}, {mach['cores']} cores usable (torch threads {mach['torch_threads']})"
         f"{', GPU ' + mach['gpu'] if mach.get('gpu') else ''}, RAM {mach.get('ram_gb')} GB; torch {mach['torch']}; "
         f"device {mach['device']}; distillad {results['library']['distillad']}; {results['created']}.", "",
-        "Quality metrics in %: mean ± sample standard deviation over seeds (no ± with one seed). "
+        "Quality metrics in %: mean ± sample standard deviation over seeds (no ± with one seed); "
+        "acc/prec/recall/FPR@thr: the good/defective decisions at the run's calibrated image threshold, "
+        "mask prec/recall: pixels of the masks at its pixel threshold (method: run.json's calibration). "
         f"s/epoch: mean training seconds per epoch. img/s: {TIMING_METHOD}. peak MB: {MEMORY_METHOD}.", "",
     ]
 

@@ -90,7 +90,9 @@ def _train_and_test(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed:
                               "choose another --out for these settings)") from None
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if trained and dev.type == "cuda" else None
     metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file() or metrics_path.stat().st_mtime < (run_dir / "model.safetensors").stat().st_mtime:
+    # weights or thresholds (``distillad calibrate`` rewrites run.json) newer than the metrics: test again
+    newest = max((run_dir / n).stat().st_mtime for n in ("model.safetensors", "run.json"))
+    if not metrics_path.is_file() or metrics_path.stat().st_mtime < newest:
         api.test(run_dir, device=str(dev), progress=cfg.progress)
     # a test split without masks (CIFAR-10 one-class) has no pixel metrics: blank (null), not missing
     return {**{k: None for k, _ in METRICS}, **read_json(metrics_path)["metrics"]}, peak

@@ -8,10 +8,17 @@ from typing import Any
 
 import jsonschema
 
-__all__ = ["METRICS", "MEASURES", "SUMMARY_KEYS", "SCHEMA_VERSION", "RESULTS_SCHEMA", "validate"]
+__all__ = ["METRICS", "RANKING_METRICS", "DECISION_METRICS", "MEASURES", "SUMMARY_KEYS", "SCHEMA_VERSION",
+           "RESULTS_SCHEMA", "validate"]
 
-#: quality metrics: (key in metrics.json, column title)
-METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"), ("image_f1_max", "F1-max"))
+#: quality metrics: (key in metrics.json, column title); every run has the ranking ones
+RANKING_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"),
+                   ("image_f1_max", "F1-max"))
+#: what a user acts on, at the run's calibrated thresholds (absent without validation images or masks)
+DECISION_METRICS = (("threshold_accuracy", "acc@thr"), ("threshold_precision", "prec@thr"),
+                    ("threshold_tpr", "recall@thr"), ("threshold_fpr", "FPR@thr"),
+                    ("mask_precision", "mask prec"), ("mask_recall", "mask recall"))
+METRICS = RANKING_METRICS + DECISION_METRICS
 #: cost measures: (key, column title, decimals in results.md)
 MEASURES = (("seconds_per_epoch", "s/epoch", 2), ("images_per_s_b1", "img/s b1", 1),
             ("images_per_s_b16", "img/s b16", 1), ("peak_memory_mb", "peak MB", 1))
@@ -38,7 +45,9 @@ _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _POS = {"type": "integer", "minimum": 1}
 _STAT = _obj(["mean", "std", "n"], closed=True, mean=_NUM, std=_NUM, n={"type": "integer", "minimum": 0})
-_SUMMARY_ROW = _obj(list(SUMMARY_KEYS), closed=True, **{k: _STAT for k in SUMMARY_KEYS})
+# results written before the decision columns existed stay valid: those columns are optional
+_SUMMARY_ROW = _obj([k for k in SUMMARY_KEYS if k not in dict(DECISION_METRICS)], closed=True,
+                    **{k: _STAT for k in SUMMARY_KEYS})
 _TEACHER = _obj(["name", "weights_sha256"], name=_STR, weights_sha256=_STR)
 _VERSIONS = _obj(["distillad", "torch"], distillad=_STR, torch=_STR)
 _CONFIG = _obj(["model", "model_kwargs", "data", "epochs", "batch_size", "image_size", "seed"],
@@ -54,7 +63,7 @@ _RUN = _obj(["category", "model", "seed", "run_dir", "config", "teacher", "weigh
              "metrics", "timing", "memory", "machine"],
             category=_STR, model=_STR, seed=_INT, run_dir=_STR, config=_CONFIG, teacher=_TEACHER,
             weights_sha256=_STR, request={"type": "object"}, versions={"type": "object", "required": ["distillad", "torch"]},
-            metrics=_obj([k for k, _ in METRICS], **{k: _NUM for k, _ in METRICS}),
+            metrics=_obj([k for k, _ in RANKING_METRICS], **{k: _NUM for k, _ in METRICS}),
             timing=_TIMING, memory=_MEMORY, machine={"type": "object"})
 _CATEGORY = _obj(["name", "path", "slug", "image_size", "paper_key"],
                  name=_STR, path=_STR, slug=_STR, image_size=_POS, paper_key=_STR)

@@ -35,7 +35,7 @@ the paper cites for its embedding (Sec. 3.2).
   Gaussian σ = 4, score = max (``predict`` in _base).
 - Eq. 1 (normalise the score, threshold 0.5): the paper does not say how it normalises. We use
   the library's generic calibration: ``api.train`` scores the validation split of good training
-  images and stores mean, std and threshold = mean + k·std in run.json; ``engine.normalize_scores``
+  images and stores mean, std and threshold = mean + k·std in run.json; ``calibration.normalize_scores``
   maps that threshold to 0.5 (affine, not min–max, so ranking and AUROC are unchanged).
 - Adam lr 0.001, betas (0.5, 0.999), 200 epochs, 256 px (128 px on MT Defects). The batch size is
   not given in the paper; 16 as RD.

@@ -140,7 +140,7 @@ class _Service:
     def answer(self, name: str, image: np.ndarray, amap: np.ndarray, score: float, mask: Picture,
                heatmap: Picture) -> tuple[dict[str, Any], dict[str, bytes]]:
         """JSON fields of one prediction, and the PNGs asked for (mask, heatmap)."""
-        from ..engine import normalize_scores
+        from ..calibration import normalize_scores
         from ..visualize import calibrated_colour_scale, overlay, png_bytes
         thr = self.calib.get("image_threshold")
         norm = None if thr is None else float(normalize_scores(torch.tensor([score], dtype=torch.float64), self.calib)[0])

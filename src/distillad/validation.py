@@ -1,0 +1,71 @@
+"""A run's validation split, rebuilt from its run.json, and synthetic defects made from it.
+
+``api.train`` holds out ``data.val_fraction`` of the good training images (``train_val_split`` with
+``data.split_seed``); the same call on the same data gives the same images, so ``distillad tune``,
+``distillad calibrate`` and int8 export all see exactly the images the run was calibrated on. Test
+images are never listed here. Synthetic defects (``SyntheticAnomalyDataset``) are made with a fixed
+seed (``SYNTHESIS_SEED``), so every candidate (tune) and every calibration method sees the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from torch.utils.data import Dataset
+
+from .data import AnomalyDataset, load_samples, train_val_split
+from .errors import ConfigError, DataError
+from .synthesis import PAPER_PRESETS, SyntheticAnomalyDataset
+
+__all__ = ["SYNTHESIS_PRESETS", "SYNTHESIS_SEED", "synthesis_settings", "validation_samples", "synthetic_defects",
+           "validation_sets"]
+
+#: synthetic defects of the validation images: ``SyntheticAnomalyDataset`` keywords. draem: β weighs
+#: the normal image (form "dtsnet"), β ∈ [0.15, 0.5], so the texture's opacity is 50–85 %.
+SYNTHESIS_PRESETS: dict[str, dict[str, Any]] = {
+    "draem": {"mode": "plain", "form": "dtsnet", "foreground": "none", "beta_high": 0.5},
+    **PAPER_PRESETS,
+}
+SYNTHESIS_SEED = 20240601
+
+
+def synthesis_settings(synthesis: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A preset name or ``SyntheticAnomalyDataset`` keywords → {"preset": name or "custom", **keywords}."""
+    if isinstance(synthesis, str):
+        if synthesis not in SYNTHESIS_PRESETS:
+            raise ConfigError(f"synthesis must be one of {', '.join(SYNTHESIS_PRESETS)}, got {synthesis!r}")
+        return {"preset": synthesis, **SYNTHESIS_PRESETS[synthesis]}
+    return {"preset": "custom", **synthesis}
+
+
+def validation_samples(spec: Mapping[str, Any]) -> list[Any]:
+    """The good training images that ``api.train`` held out for this run (possibly none)."""
+    d = spec["data"]
+    _, val = train_val_split(load_samples(d["path"], "train", d.get("category"), d.get("layout")),
+                             d.get("val_fraction", 0.1), d.get("split_seed", 0))
+    return val
+
+
+def synthetic_defects(good: Dataset, textures: Any = None, synthesis: str | Mapping[str, Any] = "draem",
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(defective, triplets) of good images ``good``: their synthetic-defect versions as ``infer`` items
+    (label 1, the synthetic mask), and the (image, anomalous, mask) triplets themselves."""
+    kw = {k: v for k, v in synthesis_settings(synthesis).items() if k != "preset"}
+    syn = SyntheticAnomalyDataset(good, textures=textures, seed=SYNTHESIS_SEED, **kw)
+    triplets = [syn[i] for i in range(len(syn))]  # made once: every consumer scores the same defects
+    defective = [{"image": t["anomalous"], "mask": t["mask"], "label": 1, "path": t["path"]} for t in triplets]
+    return defective, triplets
+
+
+def validation_sets(spec: Mapping[str, Any], synthesis: str | Mapping[str, Any] = "draem",
+                    ) -> tuple[Dataset, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(good, defective, triplets) of a run's validation split, from its run.json: the good images that
+    api.train held out (same data, fraction and split seed; test images are never listed), their
+    synthetic-defect versions (``synthetic_defects``) and the triplets themselves."""
+    d = spec["data"]
+    val: Sequence[Any] = validation_samples(spec)
+    if not val:
+        raise DataError(f"{d['path']}: no validation images (val_fraction {d['val_fraction']})")
+    good = AnomalyDataset(list(val), image_size=spec["image_size"])
+    defective, triplets = synthetic_defects(good, d.get("textures"), synthesis)
+    return good, defective, triplets
