@@ -38,6 +38,14 @@ _TUNE_HELP = ("Train one run per candidate of --grid (train's flags fix the rest
               "never read. Finished candidates are reused: rerun the same command to resume.")
 
 
+_TILE_HELP = ("predict tile by tile: the image at about N times the run's input size per side, tiles of the input "
+              "size overlapping by half, maps averaged where they overlap (default: 1, untiled)")
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     ap = Parser(prog="distillad", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=_version())
@@ -78,6 +86,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--layout")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
 
     p = sub.add_parser("predict", help="score new images with a trained run", epilog=_PREDICT_EPILOG)
     p.add_argument("--run", required=True)
@@ -93,6 +102,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier prediction in --out (only the files its predictions.csv lists)")
     p.add_argument("--no-overlays", action="store_true")
+    p.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
 
     d = sub.add_parser("demo", help="generate the embedded demo data, train RD, evaluate, draw overlays")
     d.add_argument("--out", default="runs/demo")
@@ -242,7 +252,7 @@ def run(argv: Sequence[str]) -> int:
             sys.stdout.write(dump_config(cfg))
             return 0
         from . import api, distributed
-        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite)
+        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite, announce=_stderr)
         if not distributed.is_main():  # under torchrun rank 0 reports
             return 0
         cal = spec.get("calibration", {})
@@ -259,7 +269,7 @@ def run(argv: Sequence[str]) -> int:
         return _tune(args)
     from . import api
     if args.command == "test":
-        out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size)
+        out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size, tile=args.tile)
         _print_metrics(out["metrics"])
         print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png")
     elif args.command == "predict":
@@ -305,7 +315,7 @@ def _predict(args: argparse.Namespace) -> int:
     """``distillad predict``; exit code ``PREDICT_FAILED`` when some images failed."""
     from . import api
     rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays,
-                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads)
+                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads, tile=args.tile)
     failed = [r for r in rows if r["error"]]
     n_bad = sum(r["decision"] == "defective" for r in rows)
     n_good = sum(r["decision"] == "good" for r in rows)

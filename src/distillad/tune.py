@@ -46,6 +46,7 @@ from . import api
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_run
 from .config import FLAG_PATHS, Param, config_from_args, model_params
 from .data import AnomalyDataset, load_samples, train_val_split
+from .data.resize import run_geometry
 from .engine import infer, resolve_device
 from .errors import ConfigError, DataError
 from .metrics import compute_metrics
@@ -144,7 +145,8 @@ def validation_sets(spec: Mapping[str, Any], synthesis: str | Mapping[str, Any] 
                              d["val_fraction"], d["split_seed"])
     if not val:
         raise DataError(f"{d['path']}: no validation images to tune on (val_fraction {d['val_fraction']})")
-    good = AnomalyDataset(val, image_size=spec["image_size"])
+    hw, mode = run_geometry(spec)
+    good = AnomalyDataset(val, image_size=hw, resize=mode)
     kw = {k: v for k, v in _synthesis(synthesis).items() if k != "preset"}
     syn = SyntheticAnomalyDataset(good, textures=d.get("textures"), seed=SYNTHESIS_SEED, **kw)
     triplets = [syn[i] for i in range(len(syn))]  # made once: every candidate scores the same defects
