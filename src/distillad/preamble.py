@@ -51,7 +51,7 @@ def image_sizes(samples: Sequence[Any]) -> list[tuple[int, int]]:
 
 
 def _fmt_seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+    return "< 1 s" if s < 1 else f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 def _sizes_line(sizes: Sequence[tuple[int, int]]) -> str:
@@ -114,7 +114,7 @@ def describe_run(net: Any, data: Any, category: str | None, layout: str | None, 
         n = sum(1 for s in steps if s.phase.name == ph.name)
         when = {"joint": "every epoch", "each_epoch": f"after each {ph.after} epoch",
                 "after": f"after {ph.after}"}[ph.schedule]
-        desc.append(f"{ph.name} ({when}, {ph.data} images, {n} passes)")
+        desc.append(f"{ph.name} ({when}, {ph.data} images, {n} pass{'' if n == 1 else 'es'})")
     out.lines.append(f"  phases: {' → '.join(desc)}; {epochs} epochs")
     _test_lines(data, category, layout, out)
     if per_batch is not None:
