@@ -4,7 +4,6 @@ the image's aspect at test and predict, run.json recording the mode (and refusin
 from __future__ import annotations
 
 import copy
-import csv
 
 import numpy as np
 import pytest
@@ -70,6 +69,12 @@ def test_dataset_fits_as_the_mode_says(wide):
     item = pad[0]
     assert item["image"].shape == (3, 32, 32) and (item["image"][:, 11:] == PAD_FILL / 255).all()
     assert item["mask"][0, 11:].sum() == 0 and item["mask"].sum() > 0
+    rows, cols = bar(96, 32)  # the bar's place in the 96×32 original, a third of it in the 32×11 region
+    ys, xs = torch.nonzero(item["mask"][0], as_tuple=True)
+    assert abs(ys.min() - rows.start / 3) <= 1 and abs(ys.max() + 1 - rows.stop / 3) <= 1
+    assert abs(xs.min() - cols.start / 3) <= 1 and abs(xs.max() + 1 - cols.stop / 3) <= 1
+    red, m = item["image"][0, :11], item["mask"][0, :11] > 0
+    assert red[m].mean() > 0.85 > 0.6 > red[~m].mean()  # the bright bar is under the mask (edges antialiased)
     long = AnomalyDataset([s], (32, 96), resize="long-side")
     assert long[0]["image"].shape == (3, 32, 96)
 

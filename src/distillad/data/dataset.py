@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -28,11 +27,8 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB (H, W, 3) squashed to ``size`` (H, W) with Pillow bilinear (antialiased); as is when it fits.
-    The one resize of every image a model sees (datasets, ``distillad serve``)."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    ``resize.fit_image`` (every mode) is what datasets, ``predict`` and ``serve`` use."""
+    return fit_image(image, tuple(size), "squash")[0]
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
