@@ -4,6 +4,8 @@ the image's aspect at test and predict, run.json recording the mode (and refusin
 from __future__ import annotations
 
 import copy
+import io
+import time
 
 import numpy as np
 import pytest
@@ -133,3 +135,24 @@ def test_cli_flag_reaches_the_config(tiny_data, tmp_path):
     assert cfg["data"]["resize"] == "long-side"
     assert parse_train_config(["train", "--model", "rd", "--data", str(tiny_data), "--out",
                                str(tmp_path / "r")])["data"]["resize"] == "squash"
+
+
+def test_serve_fits_and_crops_as_predict_does(pad_run, wide, tmp_path, one_thread):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'distillad[serve]')")
+    from fastapi.testclient import TestClient
+
+    from distillad.data import load_image
+    from distillad.serve import ServeConfig, create_app
+    f = wide / "test/crack/000.png"
+    rows = api.predict(pad_run, [f], tmp_path / "pred", device="cpu", batch_size=1, num_workers=0)
+    with TestClient(create_app(ServeConfig(pad_run, max_wait_ms=1))) as c:
+        for _ in range(600):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert c.post("/v1/predict", content=f.read_bytes()).json()["score"] == rows[0]["score"]
+        heat = c.post("/v1/predict?heatmap=png", content=f.read_bytes())
+        mask = c.post("/v1/predict?mask=png", content=f.read_bytes())
+    ours = np.array(Image.open(io.BytesIO(heat.content)).convert("RGB"))
+    np.testing.assert_array_equal(ours, load_image(tmp_path / "pred" / rows[0]["overlay"]))
+    assert Image.open(io.BytesIO(mask.content)).size == (96, 32)
