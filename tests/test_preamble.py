@@ -56,8 +56,11 @@ def test_squash_warning_only_for_non_square_images(tiny_data, tmp_path):
     text = _preamble(wide, tmp_path / "a", val_fraction=0.3)
     assert "96×32 px (all)" in text
     assert "warning: 6 of 6 training images are far from square (e.g. 96×32); squash stretches them to 32×32" in text
-    assert "far from square" not in _preamble(wide, tmp_path / "b", val_fraction=0.3, resize="pad")
-    assert "far from square" not in _preamble(tiny_data, tmp_path / "c")
+    assert "stretches" not in _preamble(wide, tmp_path / "b", val_fraction=0.3, resize="pad")
+    # long-side keeps the images' 3:1 only up to its 32-pixel rounding: 64×32 for 96×32 images (1.5×)
+    assert "are of another shape than the long-side input (e.g. 96×32); long-side stretches them to 64×32 (1.5×" in \
+        _preamble(wide, tmp_path / "d", val_fraction=0.3, resize="long-side", image_size=64)
+    assert "stretches" not in _preamble(tiny_data, tmp_path / "c")
 
 
 def test_without_announce_warnings_are_python_warnings(tmp_path):

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, default_collate
 from .data import load_samples
 from .data.io import read_size
 from .data.layout import detect_layout, test_folders
-from .data.resize import SQUASH_WARN_ASPECT, aspect
+from .data.resize import SQUASH_WARN_ASPECT
 from .errors import DistilladError
 from .phases import plan
 
@@ -121,13 +121,22 @@ def describe_run(net: Any, data: Any, category: str | None, layout: str | None, 
         total = sum(-(-n_items[s.phase.data] // batch_sizes[s.phase.name]) * per_batch[s.phase.name] for s in steps)
         out.lines.append(f"  estimated training time: ~{_fmt_seconds(total)} on {device} (an estimate from one timed "
                          "batch per phase; data loading and validation not included)")
-    stretched = [s for s in sizes if aspect(s) >= SQUASH_WARN_ASPECT]
-    if resize == "squash" and stretched:
-        w, h = max(stretched, key=aspect)
-        out.warnings.append(f"{len(stretched)} of {len(sizes)} training images are far from square (e.g. {w}×{h}); "
-                            f"squash stretches them to {input_size[1]}×{input_size[0]} ({aspect((w, h)):.1f}× along "
-                            "one side) and thin defects can vanish; --resize pad or long-side keeps the aspect")
+    stretch = {s: _stretch(s, input_size) for s in sizes} if resize != "pad" else {}
+    stretched = [s for s in sizes if stretch[s] >= SQUASH_WARN_ASPECT] if stretch else []
+    if stretched:
+        w, h = max(stretched, key=stretch.__getitem__)
+        shape = "far from square" if resize == "squash" else f"of another shape than the {resize} input"
+        out.warnings.append(f"{len(stretched)} of {len(sizes)} training images are {shape} (e.g. {w}×{h}); "
+                            f"{resize} stretches them to {input_size[1]}×{input_size[0]} ({stretch[(w, h)]:.1f}× along "
+                            "one side) and thin defects can vanish; --resize pad keeps every image's aspect"
+                            + (" (long-side: the images' median one)" if resize == "squash" else ""))
     return out
+
+
+def _stretch(wh: tuple[int, int], input_size: tuple[int, int]) -> float:
+    """How much fitting a (width, height) image to the (H, W) input distorts it: ≥ 1, 1 = aspect kept."""
+    r = (wh[1] / wh[0]) / (input_size[0] / input_size[1])
+    return max(r, 1 / r)
 
 
 def time_one_batch(net: torch.nn.Module, sets: Mapping[str, Dataset], batch_sizes: Mapping[str, int],

@@ -28,12 +28,12 @@ from PIL import Image
 from ..errors import ConfigError
 
 __all__ = ["RESIZE_MODES", "PAD_FILL", "SQUASH_WARN_ASPECT", "check_resize", "derive_input_size", "content_size",
-           "fit_image", "fit_mask", "crop_map", "run_geometry", "aspect"]
+           "fit_image", "fit_mask", "crop_map", "run_geometry"]
 
 RESIZE_MODES = ("squash", "pad", "long-side")
 #: the padding of ``pad``, in uint8 (0 = black); masks are padded with 0 (good)
 PAD_FILL = 0
-#: a training image whose long/short side ratio reaches this is stretched visibly by ``squash``
+#: a training image whose aspect the input changes by this factor or more is warned about (``train``'s preamble)
 SQUASH_WARN_ASPECT = 1.25
 
 
@@ -42,12 +42,6 @@ def check_resize(mode: Any) -> str:
     if mode not in RESIZE_MODES:
         raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
     return mode
-
-
-def aspect(wh: tuple[int, int]) -> float:
-    """Long side / short side of a (width, height): 1 for a square, 2.5 for 500×1247."""
-    w, h = wh
-    return max(w, h) / max(min(w, h), 1)
 
 
 def _round32(v: float) -> int:
