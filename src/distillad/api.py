@@ -66,8 +66,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     stored in run.json's ``data``, as is ``resize`` (squash | pad | long-side, ``distillad.data.resize``) with
     the model input it gives. ``logger``: "tensorboard" or "mlflow" (off by default).
     Before training, what was found and an estimate of the time (``distillad.preamble``) go to
-    ``announce(text)``; without it, the lines are logged (logger ``distillad``) and its warnings are
-    ``UserWarning``s.
+    ``announce(text)``; without it, the lines are logged (logger ``distillad``, INFO; the time is measured
+    only when someone reads it) and its warnings are ``UserWarning``s.
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
     ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
     there (and nothing else). One process at a time trains into a folder (a lock).
@@ -134,14 +134,16 @@ def _announce(announce: Callable[[str], None] | None, net: Any, data: Any, categ
     from .preamble import describe_run, time_one_batch
     sizes_per_phase = {ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()}
     dev = distributed.local_device(resolve_device(cfg.device))
-    # one process measures; under torchrun the ranks would time each other's contention
-    per_batch = time_one_batch(net, sets, sizes_per_phase, dev) if distributed.world_size() == 1 else None
+    log = logging.getLogger("distillad")
+    # one process measures (under torchrun the ranks would time each other's contention), and only when
+    # someone reads the estimate
+    wanted = announce is not None or log.isEnabledFor(logging.INFO)
+    per_batch = time_one_batch(net, sets, sizes_per_phase, dev) if wanted and distributed.world_size() == 1 else None
     pre = describe_run(net, data, category, layout, n_train, n_val, sizes, input_size, resize, cfg.epochs,  # type: ignore[arg-type]
                        sizes_per_phase, {k: len(v) for k, v in sets.items()}, per_batch, str(dev))
     if announce is not None:
         announce(pre.text())
         return
-    log = logging.getLogger("distillad")
     for line in pre.lines:
         log.info(line)
     for w in pre.warnings:
