@@ -19,7 +19,7 @@ from distillad.registry import create_model
 
 def _preamble(data, out, **kw) -> str:
     said: list[str] = []
-    api.train(model="rd", data=data, out=out, announce=said.append, **{**TINY, **kw})
+    api.train(model="rd", data=data, out=out, announce=lambda p: said.append(str(p)), **{**TINY, **kw})
     assert len(said) == 1, "one block, once"
     return said[0]
 
@@ -81,3 +81,16 @@ def test_probe_changes_nothing(tiny_data):
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert all(p.grad is None and p.requires_grad == grads[id(p)] for p in net.parameters())
     assert torch.equal(rng, torch.random.get_rng_state()) and not net.training
+
+
+def test_cli_prints_the_block_on_stdout_and_each_warning_on_stderr(tmp_path, capsys):
+    from helpers.hardening import TINY_FLAGS
+
+    from distillad.cli import main
+    wide = make_wide_dataset(tmp_path / "wide")
+    assert main(["train", "--model", "rd", "--data", str(wide), "--out", str(tmp_path / "run"),
+                 "--val-fraction", "0.3", *TINY_FLAGS]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith("distillad train: rd on") and "estimated training time" in cap.out
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("distillad: warning: 6 of 6 training images are far from square")

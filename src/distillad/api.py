@@ -57,7 +57,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
           overwrite: bool = False,
           num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
           foreground: str | None = None, logger: str | None = None, resize: str = "squash",
-          on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[str], None] | None = None,
+          on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[Any], None] | None = None,
           **model_kwargs: Any) -> dict[str, Any]:
     """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json.
 
@@ -65,8 +65,9 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
     stored in run.json's ``data``, as is ``resize`` (squash | pad | long-side, ``distillad.data.resize``) with
     the model input it gives. ``logger``: "tensorboard" or "mlflow" (off by default).
-    Before training, what was found and an estimate of the time (``distillad.preamble``) go to
-    ``announce(text)``; without it, the lines are logged (logger ``distillad``, INFO; the time is measured
+    Once the run folder is ours and before training, what was found and an estimate of the time go to
+    ``announce(preamble)`` (a ``distillad.preamble.Preamble``: ``lines``, ``warnings``; ``str()`` is the
+    block, so ``announce=print`` works); without it, the lines are logged (logger ``distillad``, INFO; the time is measured
     only when someone reads it) and its warnings are ``UserWarning``s.
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
     ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
@@ -112,12 +113,12 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     main = distributed.is_main()
     # before the lock file is made, so a refusal leaves no trace; every rank refuses alike (rank 0 probes the lock)
     _refuse_foreign_files(out, resume, overwrite, locked_by_us=not main)
-    if main:
-        _announce(announce, net, data, category, layout, len(train_s), len(val_s), sizes, input_size, resize, cfg,
-                  sets)
     distributed.barrier()
     with run_lock(out) if main else contextlib.nullcontext():  # under torchrun: rank 0 owns the folder
         spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite) if main else None
+        if spec is not None and not spec.get("finished"):  # the folder is ours and training starts: say what
+            _announce(announce, net, data, category, layout, len(train_s), len(val_s), sizes, input_size, resize,
+                      cfg, sets)
         distributed.barrier()  # rank 0 has checked or written run.json
         if spec is None:
             spec = read_run_spec(out)
@@ -127,7 +128,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
                          on_step_end, k_sigma)
 
 
-def _announce(announce: Callable[[str], None] | None, net: Any, data: Any, category: str | None, layout: str | None,
+def _announce(announce: Callable[[Any], None] | None, net: Any, data: Any, category: str | None, layout: str | None,
               n_train: int, n_val: int, sizes: list[tuple[int, int]], input_size: tuple[int, int], resize: str,
               cfg: TrainConfig, sets: dict[str, Any]) -> None:
     """The preamble (``distillad.preamble``): to ``announce``, else logged, its warnings as ``UserWarning``."""
@@ -142,7 +143,7 @@ def _announce(announce: Callable[[str], None] | None, net: Any, data: Any, categ
     pre = describe_run(net, data, category, layout, n_train, n_val, sizes, input_size, resize, cfg.epochs,  # type: ignore[arg-type]
                        sizes_per_phase, {k: len(v) for k, v in sets.items()}, per_batch, str(dev))
     if announce is not None:
-        announce(pre.text())
+        announce(pre)
         return
     for line in pre.lines:
         log.info(line)

@@ -42,8 +42,11 @@ _TILE_HELP = ("predict tile by tile: the image at about N times the run's input 
               "size overlapping by half, maps averaged where they overlap (default: 1, untiled)")
 
 
-def _stderr(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+def _announce(pre: Any) -> None:
+    """``train``'s preamble as the CLI prints its messages: the block on stdout, each warning a stderr line."""
+    print("\n".join(pre.lines), flush=True)
+    for w in pre.warnings:
+        print(f"distillad: warning: {w}", file=sys.stderr, flush=True)
 
 
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
@@ -252,7 +255,7 @@ def run(argv: Sequence[str]) -> int:
             sys.stdout.write(dump_config(cfg))
             return 0
         from . import api, distributed
-        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite, announce=_stderr)
+        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite, announce=_announce)
         if not distributed.is_main():  # under torchrun rank 0 reports
             return 0
         cal = spec.get("calibration", {})

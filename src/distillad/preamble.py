@@ -44,6 +44,8 @@ class Preamble:
     def text(self) -> str:
         return "\n".join([*self.lines, *(f"  warning: {w}" for w in self.warnings)])
 
+    __str__ = text
+
 
 def image_sizes(samples: Sequence[Any]) -> list[tuple[int, int]]:
     """(width, height) of every sample's image, from the file headers (no decoding)."""
