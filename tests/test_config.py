@@ -52,7 +52,7 @@ def test_print_config_is_the_full_configuration(capsys, calls):
     assert set(cfg["model_kwargs"]) == set(full)
     assert cfg["model_kwargs"]["betas"] == [0.9, 0.99] and cfg["model_kwargs"]["decoder_relu"] is False
     assert cfg["data"] == {"path": "data/bottle", "category": None, "layout": None, "val_fraction": 0.1,
-                           "split_seed": 0, "textures": "dtd", "foreground": "otsu"}
+                           "split_seed": 0, "textures": "dtd", "foreground": "otsu", "resize": "squash"}
     td = model_class("rd").train_defaults
     assert cfg["train"] == {"epochs": 3, "batch_size": td["batch_size"], "image_size": td["image_size"], "seed": 7,
                             "device": "auto", "num_workers": 0, "logger": "tensorboard"}

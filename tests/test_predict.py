@@ -201,3 +201,24 @@ def test_bad_numbers_are_one_line_errors(run_dir, tiny_data, tmp_path, capsys, f
     code = main(["predict", "--run", str(run_dir), str(tiny_data / "test"), "--out", str(tmp_path / "o"), *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2 and named in err and flags[1] in err and len(err.splitlines()) == 1
+
+
+def test_label_and_defect_come_from_the_folder_layout(run_dir, tiny_data, tmp_path, one_thread):
+    loose = tmp_path / "loose" / "test" / "crack"  # a test/ folder with no train/ beside it says nothing
+    loose.mkdir(parents=True)
+    shutil.copy(tiny_data / "test" / "crack" / "000.png", loose / "000.png")
+    predict(run_dir, [tiny_data / "test", loose], tmp_path / "pred", device="cpu", num_workers=0)
+    got = {(Path(r["path"]).parent.name, r["label"], r["defect"]) for r in _rows(tmp_path / "pred")}
+    assert got == {("good", "0", "good"), ("crack", "1", "crack"), ("scratch", "1", "scratch"),
+                   ("spot", "1", "spot"), ("crack", "", "")}
+    assert predict_mod.CSV_COLUMNS[2:4] == ["label", "defect"]
+
+
+def test_label_from_path_for_magnetic_tile_and_btad(tmp_path):
+    for d in ("MT_Free/Imgs", "MT_Crack/Imgs", "01/train/ok", "01/test/ok", "01/test/ko"):
+        (tmp_path / d).mkdir(parents=True)
+    assert predict_mod.label_from_path(tmp_path / "MT_Free/Imgs/a.jpg") == (0, "good")
+    assert predict_mod.label_from_path(tmp_path / "MT_Crack/Imgs/a.jpg") == (1, "Crack")
+    assert predict_mod.label_from_path(tmp_path / "01/test/ok/a.bmp") == (0, "good")
+    assert predict_mod.label_from_path(tmp_path / "01/test/ko/a.bmp") == (1, "ko")
+    assert predict_mod.label_from_path(tmp_path / "elsewhere/a.png") == (None, "")

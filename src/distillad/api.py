@@ -11,8 +11,10 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,22 +27,26 @@ from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_wri
 from .data import AnomalyDataset, load_samples, train_val_split
 from .calibration import CalibrationSettings, normalize_scores, refit
 from .calibration import fit as fit_calibration
+from .data.resize import check_resize, crop_to_images, derive_input_size, run_geometry
 from .engine import TrainConfig, fit, infer, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics import compute_metrics, decision_metrics, mask_metrics
 from .outputs import check_writable, is_within
 from .registry import create_model
 from .synthesis.foreground import FOREGROUND_METHODS
+from .tiling import TiledModel, check_tile, tiled_size
 from .visualize import overlay_strip, plot_scores, save_png
 
 __all__ = ["train", "test", "predict", "build_train_sets"]
 
 
-def build_train_sets(model: Any, samples: Sequence[Any], image_size: int, seed: int, textures: Any = None,
-                     foreground: str | None = None) -> dict[str, torch.utils.data.Dataset]:
+def build_train_sets(model: Any, samples: Sequence[Any], image_size: int | tuple[int, int], seed: int,
+                     textures: Any = None, foreground: str | None = None,
+                     resize: str = "squash") -> dict[str, torch.utils.data.Dataset]:
     """The data the model's phases train on: ``normal`` good images, and ``synthetic`` (normal, anomalous,
-    mask) triplets made from them when a phase asks for it. ``textures``/``foreground``: data settings."""
-    normal = AnomalyDataset(samples, image_size=image_size)
+    mask) triplets made from them when a phase asks for it. ``textures``/``foreground``/``resize``: data
+    settings; ``image_size``: the model input, an int or (H, W)."""
+    normal = AnomalyDataset(samples, image_size=image_size, resize=resize)
     sets: dict[str, torch.utils.data.Dataset] = {"normal": normal}
     if model.needs_synthesis:
         sets["synthetic"] = model.synthetic_train_set(normal, textures=textures, foreground=foreground, seed=seed)
@@ -52,15 +58,21 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
           device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
           overwrite: bool = False,
           num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
-          foreground: str | None = None, logger: str | None = None,
-          on_step_end: Callable[[Any, Any], None] | None = None, threshold_method: str = "sigma",
+          foreground: str | None = None, logger: str | None = None, resize: str = "squash",
+          on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[Any], None] | None = None,
+          threshold_method: str = "sigma",
           quantile: float = 0.995, threshold: float | None = None, pixel_threshold: float | None = None,
           **model_kwargs: Any) -> dict[str, Any]:
     """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json.
 
     ``textures`` (a folder, e.g. DTD) and ``foreground`` (grabcut | otsu | none; None: the method's paper
     setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
-    stored in run.json's ``data``. ``logger``: "tensorboard" or "mlflow" (off by default).
+    stored in run.json's ``data``, as is ``resize`` (squash | pad | long-side, ``distillad.data.resize``) with
+    the model input it gives. ``logger``: "tensorboard" or "mlflow" (off by default).
+    Once the run folder is ours and before training, what was found and an estimate of the time go to
+    ``announce(preamble)`` (a ``distillad.preamble.Preamble``: ``lines``, ``warnings``; ``str()`` is the
+    block, so ``announce=print`` works); without it, the lines are logged (logger ``distillad``, INFO; the time is measured
+    only when someone reads it) and its warnings are ``UserWarning``s.
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
     ``threshold_method`` (sigma | quantile | gamma | synthetic | fixed), ``k_sigma``, ``quantile``,
     ``threshold``, ``pixel_threshold``: how the thresholds are fitted on the validation split after
@@ -84,6 +96,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
         raise ConfigError(f"foreground must be one of {', '.join(FOREGROUND_METHODS)}, got {foreground!r}")
     if textures is not None and not Path(textures).is_dir():
         raise DataError(f"{textures}: texture folder not found")
+    check_resize(resize)
     distributed.init(resolve_device(device))  # a bad device fails before anything is written; joins torchrun's group
     seed_everything(seed)
     net = create_model(model, **model_kwargs)
@@ -99,15 +112,22 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     train_s, val_s = train_val_split(samples, val_fraction, split_seed)
     if not train_s:
         raise DataError(f"{data}: no training images left after the validation split")
+    from .preamble import image_sizes
+    sizes = image_sizes(train_s)
+    input_size = derive_input_size(resize, cfg.image_size, sizes)  # type: ignore[arg-type]
+    data_spec.update(resize=resize, input_size=list(input_size))
     # every image is decoded before the run folder is touched: a corrupt file fails with nothing written
-    sets = build_train_sets(net, train_s, cfg.image_size, seed, textures, foreground)  # type: ignore[arg-type]
-    val_set = AnomalyDataset(val_s, image_size=cfg.image_size) if val_s else None  # type: ignore[arg-type]
+    sets = build_train_sets(net, train_s, input_size, seed, textures, foreground, resize)
+    val_set = AnomalyDataset(val_s, image_size=input_size, resize=resize) if val_s else None
     main = distributed.is_main()
     # before the lock file is made, so a refusal leaves no trace; every rank refuses alike (rank 0 probes the lock)
     _refuse_foreign_files(out, resume, overwrite, locked_by_us=not main)
     distributed.barrier()
     with run_lock(out) if main else contextlib.nullcontext():  # under torchrun: rank 0 owns the folder
         spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite) if main else None
+        if spec is not None and not spec.get("finished"):  # the folder is ours and training starts: say what
+            _announce(announce, net, data, category, layout, len(train_s), len(val_s), sizes, input_size, resize,
+                      cfg, sets)
         distributed.barrier()  # rank 0 has checked or written run.json
         if spec is None:
             spec = read_run_spec(out)
@@ -115,6 +135,29 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
             return spec
         return _train_in(out, net, cfg, spec["run_id"], sets, val_set, logger, device, resume, progress,
                          on_step_end, calibration, data_spec["textures"])
+
+
+def _announce(announce: Callable[[Any], None] | None, net: Any, data: Any, category: str | None, layout: str | None,
+              n_train: int, n_val: int, sizes: list[tuple[int, int]], input_size: tuple[int, int], resize: str,
+              cfg: TrainConfig, sets: dict[str, Any]) -> None:
+    """The preamble (``distillad.preamble``): to ``announce``, else logged, its warnings as ``UserWarning``."""
+    from .preamble import describe_run, time_one_batch
+    sizes_per_phase = {ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()}
+    dev = distributed.local_device(resolve_device(cfg.device))
+    log = logging.getLogger("distillad")
+    # one process measures (under torchrun the ranks would time each other's contention), and only when
+    # someone reads the estimate
+    wanted = announce is not None or log.isEnabledFor(logging.INFO)
+    per_batch = time_one_batch(net, sets, sizes_per_phase, dev) if wanted and distributed.world_size() == 1 else None
+    pre = describe_run(net, data, category, layout, n_train, n_val, sizes, input_size, resize, cfg.epochs,  # type: ignore[arg-type]
+                       sizes_per_phase, {k: len(v) for k, v in sets.items()}, per_batch, str(dev))
+    if announce is not None:
+        announce(pre)
+        return
+    for line in pre.lines:
+        log.info(line)
+    for w in pre.warnings:
+        warnings.warn(w, UserWarning, stacklevel=3)
 
 
 def _refuse_inside(out: Path, folder: str | Path, what: str) -> None:
@@ -229,7 +272,9 @@ def _log_validation_overlays(track: Any, val_set: AnomalyDataset, device: str,
     return hook
 
 
-def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | None, layout: str | None) -> AnomalyDataset:
+def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | None, layout: str | None,
+              tile: int = 1) -> AnomalyDataset:
+    """The test images fitted as the run fits its inputs (its resize mode; ``tile``: ``tiled_size``)."""
     d = spec["data"]
     path = data if data is not None else d["path"]
     cat = category if data is not None else d.get("category")
@@ -237,42 +282,49 @@ def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | Non
     samples = load_samples(path, "test", cat, lay)
     if not samples:
         raise DataError(f"{path}: no test images")
-    return AnomalyDataset(samples, image_size=spec["image_size"])
+    hw, mode = run_geometry(spec)
+    return AnomalyDataset(samples, image_size=tiled_size(hw, tile), resize=mode)
 
 
 def test(run: str | Path, data: str | Path | None = None, category: str | None = None, layout: str | None = None,
          device: str = "auto", batch_size: int = 16, n_overlays: int = 8, progress: bool | None = None,
-         fpr_limit: float = 0.3, calibration: CalibrationSettings | None = None) -> dict[str, Any]:
+         fpr_limit: float = 0.3, calibration: CalibrationSettings | None = None, tile: int = 1) -> dict[str, Any]:
     """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures.
 
+    Images are fitted as the run's ``data.resize`` says; ``tile`` > 1 predicts tile by tile
+    (``distillad.tiling``). Pixel metrics cover the images' own pixels (no padding).
     Decisions use the run's stored thresholds, or with ``calibration`` thresholds fitted anew on the
     run's validation split for this evaluation only (run.json is not changed: ``distillad calibrate``
     does that). metrics.json records the calibration used."""
     run = Path(run)
+    check_tile(tile)
     model, spec = load_run(run, resolve_device(device))
     check_writable(run, flag="--run")  # its outputs go into the run folder: fail before the work, not after
-    ds = _test_set(spec, data, category, layout)
-    res = infer(model, ds, batch_size, device, progress)
+    ds = _test_set(spec, data, category, layout, tile)
+    hw, _ = run_geometry(spec)
+    res = infer(model if tile == 1 else TiledModel(model, hw, batch_size), ds, batch_size, device, progress)
+    maps, masks = crop_to_images(res["maps"], res["masks"], ds)  # res keeps the inputs' frame (the strip's)
     labels, scores = res["labels"].numpy(), res["scores"].numpy()
     if not np.isfinite(scores).all():
         bad = [p for p, v in zip(res["paths"], scores) if not np.isfinite(v)]
         raise DataError(f"{bad[0]}: the model scored it {scores[res['paths'].index(bad[0])]} "
                         f"({len(bad)} non-finite scores in all); no metric or decision is computed from them")
-    has_masks = bool(res["masks"].sum() > 0)
-    metrics = compute_metrics(labels, scores, res["masks"][:, 0].numpy().astype(bool) if has_masks else None,
-                              res["maps"][:, 0].numpy() if has_masks else None, fpr_limit=fpr_limit)
+    has_masks = bool(masks.sum() > 0)
+    metrics = compute_metrics(labels, scores, masks[:, 0].numpy().astype(bool) if has_masks else None,
+                              maps[:, 0].numpy() if has_masks else None, fpr_limit=fpr_limit)
     calib = spec.get("calibration", {}) if calibration is None else refit(model, spec, calibration, run, batch_size,
                                                                           device, progress)
     thr = calib.get("image_threshold")
     if thr is not None:
         metrics.update(decision_metrics(labels, scores, thr))
     if has_masks and calib.get("pixel_threshold") is not None:
-        metrics.update(mask_metrics(res["masks"][:, 0].numpy() > 0.5, res["maps"][:, 0].numpy(),
+        metrics.update(mask_metrics(masks[:, 0].numpy() > 0.5, maps[:, 0].numpy(),
                                     calib["pixel_threshold"]))
     metrics.update(n_test=int(len(labels)), n_defective=int(labels.sum()),
                    infer_images_per_s=float(len(labels) / res["seconds"]))
     out = {"metrics": metrics, "run": str(run), "method": spec["method"], "data": str(data or spec["data"]["path"]),
-           "calibration": calib, "calibration_source": "run.json" if calibration is None else "re-fitted for this test"}
+           "calibration": calib, "calibration_source": "run.json" if calibration is None else "re-fitted for this test",
+           "tile": tile}
     atomic_write_json(run / "metrics.json", out)
     _write_scores_csv(run / "scores.csv", res["paths"], res["defects"], labels, scores, calib)
     plot_scores(run / "scores.png", labels, scores, thr, title=f"{spec['method']} — {Path(spec['data']['path']).name}")
@@ -310,11 +362,12 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
             batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 2,
-            overwrite: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
+            overwrite: bool = False, threads: int | None = None, tile: int = 1) -> list[dict[str, Any]]:
     """Score new images (files, or folders searched recursively) with a trained run into folder ``out``:
     predictions.csv (score, good/defective at the run's threshold, or the file's error), heat-map
     overlay and defect-mask PNGs named by each input's relative path. Inputs and ``out`` are checked
     before the model loads; ``overwrite`` replaces an earlier prediction in ``out``. Rows: one dict per
-    image, ``error`` None where it worked (``distillad.predict`` has the details)."""
+    image, ``error`` None where it worked (``distillad.predict`` has the details). ``tile`` > 1: tile by tile."""
     from .predict import predict_images
-    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads)
+    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads,
+                          tile)

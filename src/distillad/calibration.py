@@ -196,13 +196,16 @@ def score_validation(model: Any, good: Dataset, settings: CalibrationSettings, b
     """``fit_thresholds``' keywords for ``settings``: the model's scores and maps of the validation good
     images ``good``, and for ``synthetic`` those of their synthetic defects (their masks too)."""
     from .engine import infer
+    from .data.resize import crop_to_images
     res = infer(model, good, batch_size, device, progress)
-    out: dict[str, Any] = {"scores": res["scores"], "maps": res["maps"]}
+    # pixel values of the images' own pixels only (``pad`` adds padding that no threshold should see)
+    out: dict[str, Any] = {"scores": res["scores"], "maps": crop_to_images(res["maps"], res["masks"], good)[0]}
     if settings.method == "synthetic":
         from .validation import synthetic_defects
         defective, _ = synthetic_defects(good, textures, settings.synthesis)
         syn = infer(model, defective, batch_size, device, progress)  # type: ignore[arg-type]
-        out.update(defect_scores=syn["scores"], defect_maps=syn["maps"], defect_masks=syn["masks"])
+        maps, masks = crop_to_images(syn["maps"], syn["masks"], good)  # made from ``good``: the same regions
+        out.update(defect_scores=syn["scores"], defect_maps=maps, defect_masks=masks)
     return out
 
 
@@ -222,9 +225,11 @@ def fit(model: Any, good: Dataset | None, settings: CalibrationSettings, batch_s
 def validation_good(spec: Mapping[str, Any]) -> Dataset | None:
     """The run's validation good images as a dataset (None when it has none)."""
     from .data import AnomalyDataset
+    from .data.resize import run_geometry
     from .validation import validation_samples
     val = validation_samples(spec)
-    return AnomalyDataset(val, image_size=spec["image_size"]) if val else None
+    hw, mode = run_geometry(spec)
+    return AnomalyDataset(val, image_size=hw, resize=mode) if val else None
 
 
 def refit(model: Any, spec: Mapping[str, Any], settings: CalibrationSettings, run: str | Path, batch_size: int = 16,

@@ -40,6 +40,17 @@ _TUNE_HELP = ("Train one run per candidate of --grid (train's flags fix the rest
               "never read. Finished candidates are reused: rerun the same command to resume.")
 
 
+_TILE_HELP = ("predict tile by tile: the image at about N times the run's input size per side, tiles of the input "
+              "size overlapping by half, maps averaged where they overlap (default: 1, untiled)")
+
+
+def _announce(pre: Any) -> None:
+    """``train``'s preamble as the CLI prints its messages: the block on stdout, each warning a stderr line."""
+    print("\n".join(pre.lines), flush=True)
+    for w in pre.warnings:
+        print(f"distillad: warning: {w}", file=sys.stderr, flush=True)
+
+
 def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     ap = Parser(prog="distillad", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=_version())
@@ -80,6 +91,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--layout")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
     add_calibration_flags(e, "--threshold-method", required=False)
 
     c = sub.add_parser("calibrate", help="re-fit a trained run's thresholds on its validation split (no retraining)",
@@ -106,6 +118,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier prediction in --out (only the files its predictions.csv lists)")
     p.add_argument("--no-overlays", action="store_true")
+    p.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
 
     d = sub.add_parser("demo", help="generate the embedded demo data, train RD, evaluate, draw overlays")
     d.add_argument("--out", default="runs/demo")
@@ -255,7 +268,7 @@ def run(argv: Sequence[str]) -> int:
             sys.stdout.write(dump_config(cfg))
             return 0
         from . import api, distributed
-        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite)
+        spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite, announce=_announce)
         if not distributed.is_main():  # under torchrun rank 0 reports
             return 0
         cal = spec.get("calibration", {})
@@ -272,7 +285,7 @@ def run(argv: Sequence[str]) -> int:
     if args.command == "test":
         settings = calibration_settings(args)
         out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size,
-                       calibration=settings)
+                       calibration=settings, tile=args.tile)
         if settings is not None:
             _warn_calibration(out["calibration"])
         _print_metrics(out["metrics"])
@@ -322,7 +335,7 @@ def _predict(args: argparse.Namespace) -> int:
     """``distillad predict``; exit code ``PREDICT_FAILED`` when some images failed."""
     from . import api
     rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays,
-                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads)
+                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads, tile=args.tile)
     failed = [r for r in rows if r["error"]]
     n_bad = sum(r["decision"] == "defective" for r in rows)
     n_good = sum(r["decision"] == "good" for r in rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Sequence
 
-from .config import FOREGROUNDS, LOGGERS, Param, model_params
+from .config import FOREGROUNDS, LOGGERS, RESIZE_MODES, Param, model_params
 from .errors import ConfigError
 
 __all__ = ["Parser", "add_model_flags", "add_run_flags", "add_calibration_flags", "tuple_value", "positive_int",
@@ -113,6 +113,10 @@ def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--batch-size", type=int, default=S,
                    help="default: the method's paper setting; under torchrun the global batch, split over the ranks")
     t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
+    t.add_argument("--resize", choices=RESIZE_MODES, default=S,
+                   help="how images become the model input: squash (stretch to a square, the papers'; default), "
+                        "pad (keep the aspect, pad to a square with black) or long-side (long side = --image-size, "
+                        "the short side from the images' median aspect, a multiple of 32)")
     t.add_argument("--seed", type=int, default=S, help="default: 0")
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1 ...")
     t.add_argument("--val-fraction", type=float, default=S,

@@ -22,11 +22,13 @@ from typing import Any, Literal, Union
 import yaml
 
 from .calibration import METHODS as CALIBRATION_METHODS
+from .data.resize import RESIZE_MODES
 from .errors import ConfigError
 from .synthesis.foreground import FOREGROUND_METHODS
 
 __all__ = ["Param", "param_spec", "model_params", "config_schema", "load_config", "peek_model",
-           "config_from_args", "dump_config", "train_kwargs", "FLAG_PATHS", "FOREGROUNDS", "LOGGERS"]
+           "config_from_args", "dump_config", "train_kwargs", "FLAG_PATHS", "FOREGROUNDS", "LOGGERS",
+           "RESIZE_MODES"]
 
 FOREGROUNDS = FOREGROUND_METHODS
 LOGGERS = ("tensorboard", "mlflow")
@@ -36,7 +38,7 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "model": ("model",), "out": ("out",),
     "data": ("data", "path"), "category": ("data", "category"), "layout": ("data", "layout"),
     "val_fraction": ("data", "val_fraction"), "split_seed": ("data", "split_seed"),
-    "textures": ("data", "textures"), "foreground": ("data", "foreground"),
+    "textures": ("data", "textures"), "foreground": ("data", "foreground"), "resize": ("data", "resize"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "image_size": ("train", "image_size"),
     "seed": ("train", "seed"), "device": ("train", "device"), "num_workers": ("train", "num_workers"),
     "logger": ("train", "logger"), "k_sigma": ("calibration", "k_sigma"),
@@ -45,7 +47,7 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
 }
 DEFAULTS: dict[str, Any] = {
     "model": None, "out": None, "data": None, "category": None, "layout": None, "val_fraction": 0.1,
-    "split_seed": 0, "textures": None, "foreground": None, "epochs": None, "batch_size": None,
+    "split_seed": 0, "textures": None, "foreground": None, "resize": "squash", "epochs": None, "batch_size": None,
     "image_size": None, "seed": 0, "device": "auto", "num_workers": 0, "logger": None, "k_sigma": 3.0,
     "threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None,
 }
@@ -56,7 +58,7 @@ _FIXED_SCHEMA: dict[str, dict[str, Any]] = {
              "layout": {"type": ["string", "null"]},
              "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
              "split_seed": {"type": "integer"}, "textures": {"type": ["string", "null"]},
-             "foreground": {"enum": [*FOREGROUNDS, None]}},
+             "foreground": {"enum": [*FOREGROUNDS, None]}, "resize": {"enum": list(RESIZE_MODES)}},
     "train": {"epochs": {"type": ["integer", "null"], **_MIN1}, "batch_size": {"type": ["integer", "null"], **_MIN1},
               "image_size": {"type": ["integer", "null"], "minimum": 32, "maximum": 4096}, "seed": {"type": "integer"},
               "device": {"type": "string"}, "num_workers": {"type": "integer", "minimum": 0},

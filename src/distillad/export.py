@@ -100,13 +100,15 @@ def _check_request(run: Path, out: Path, batch_size: int, fmt: str, quantize: st
 def validation_images(spec: dict[str, Any], limit: int | None = None) -> torch.Tensor:
     """The run's validation good images (N, 3, H, W) in [0, 1]: the split recorded in run.json's ``data``."""
     from .data import AnomalyDataset
+    from .data.resize import run_geometry
     from .validation import validation_samples
     d = spec.get("data") or {}
     val = validation_samples(spec)
     if not val:
         raise DataError(f"{d['path']}: the run has no validation images (val_fraction "
                         f"{d.get('val_fraction')}) to calibrate int8 on")
-    ds = AnomalyDataset(val[:limit] if limit else val, image_size=spec["image_size"])
+    hw, mode = run_geometry(spec)
+    ds = AnomalyDataset(val[:limit] if limit else val, image_size=hw, resize=mode)
     return torch.stack([ds[i]["image"] for i in range(len(ds))])
 
 
@@ -189,9 +191,11 @@ def export(run: str | Path, out: str | Path, batch_size: int = 1, fmt: str = "on
     spec = _check_request(run, out, batch_size, fmt, quantize, fp16, calibration_images)
     calib_x = validation_images(spec, calibration_images) if quantize else None
     model, spec = load_run(run, "cpu")
+    from .data.resize import run_geometry
+    (h, w), _ = run_geometry(spec)
     size = spec["image_size"]
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, 3, size, size, generator=gen)
+    x = torch.rand(batch_size, 3, h, w, generator=gen)
     wrapper = PredictWrapper(model).eval()
     fp32 = _onnx_bytes(wrapper, x, opset)
     info: dict[str, Any] = {"format": fmt, "precision": quantize or ("fp16" if fp16 else "fp32"), "out": str(out),

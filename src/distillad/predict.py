@@ -10,6 +10,28 @@ files an earlier prediction listed in its own ``predictions.csv``.
 
 A file that cannot be decoded, or whose score is not finite, is listed in ``predictions.csv``
 with its error and no decision; the other files are still predicted (the CLI exits with 3).
+
+Images are fitted as the run's ``data.resize`` says (``distillad.data.resize``); under ``pad`` the
+map is cropped back to the image's region before the overlay and the mask are drawn, so both keep
+the image's aspect. ``tile`` > 1 predicts tile by tile (``distillad.tiling``).
+
+``predictions.csv``, one row per input, in input order:
+
+- ``path``: the file as given (folders expanded); ``relative_path``: its name in the outputs.
+- ``label``, ``defect``: what the folder layout says the image is, for checking the decisions:
+  under ``<dataset>/test/good/`` (or BTAD's ``test/ok/``) → 0, ``good``; under ``<dataset>/test/<name>/``
+  → 1, ``<name>`` (only where ``<dataset>/train/`` exists beside ``test/``: MVTec AD, MPDD, MVTec 3D-AD,
+  BTAD); Magnetic Tile's ``MT_Free/Imgs/`` → 0, ``good``, ``MT_<name>/Imgs/`` → 1, ``<name>``; otherwise
+  empty. Never used by the model or the threshold.
+- ``score``: the method's image score (higher = more anomalous; for most methods the maximum of the
+  anomaly map); not comparable between runs.
+- ``normalized_score``: ``0.5 · (score − m) / (t − m)`` with ``m`` the mean score of the run's
+  validation good images and ``t`` the run's image threshold: 0 is the validation mean, 0.5 the
+  threshold (≥ 0.5 is "defective"), 1 twice as far above the mean; not clipped. Empty without a threshold.
+- ``decision``: ``defective`` (score ≥ threshold) or ``good``; empty without a threshold or on error.
+- ``overlay``: the heat-map overlay PNG (the run's validation colour scale), relative to ``--out``;
+  ``mask``: the defect-mask PNG (map ≥ the run's pixel threshold); empty with ``--no-overlays``.
+- ``error``: why the file has no score (unreadable, non-finite score); empty when it worked.
 """
 
 from __future__ import annotations
@@ -31,19 +53,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import atomic_write_bytes, load_run, read_run_spec
-from .data.dataset import resize_image
 from .data.io import IMAGE_EXTENSIONS, is_image_file, load_image
 from .calibration import normalize_scores
+from .data.resize import crop_map, fit_image, run_geometry
 from .engine import _progress, resolve_device
 from .errors import DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
+from .tiling import TiledModel, check_tile, tiled_size
 from .visualize import calibrated_colour_scale, overlay, save_png
 
-__all__ = ["InputImage", "collect_inputs", "prepare_output", "predict_images", "CSV_FILE", "CSV_COLUMNS"]
+__all__ = ["InputImage", "collect_inputs", "prepare_output", "predict_images", "label_from_path", "CSV_FILE",
+           "CSV_COLUMNS"]
 
 CSV_FILE = "predictions.csv"
-CSV_COLUMNS = ["path", "relative_path", "score", "normalized_score", "decision", "overlay", "mask", "error"]
+CSV_COLUMNS = ["path", "relative_path", "label", "defect", "score", "normalized_score", "decision", "overlay", "mask",
+               "error"]
+_GOOD_FOLDERS = ("good", "ok")  # MVTec's test/good, BTAD's test/ok
 _STAGING_PREFIX = ".distillad-predict-"
 
 
@@ -59,6 +85,21 @@ class InputImage:
         """Output name without the extension: ``good/000.png`` → ``good/000``."""
         p = PurePosixPath(self.name)
         return str(p.with_name(p.stem))
+
+
+def label_from_path(path: str | Path) -> tuple[int | None, str]:
+    """(label, defect) that the folder layout gives a file (see the module docstring); (None, "") when it
+    says nothing. A ``test/<class>/`` folder counts only with a ``train/`` folder beside ``test/``."""
+    parts = Path(path).resolve().parts
+    for i in range(len(parts) - 3, 0, -1):
+        if parts[i] == "test":
+            if not Path(*parts[:i], "train").is_dir():
+                break
+            cls = parts[i + 1]
+            return (0, "good") if cls in _GOOD_FOLDERS else (1, cls)
+    if len(parts) >= 3 and parts[-2] == "Imgs" and parts[-3].startswith("MT_"):
+        return (0, "good") if parts[-3] == "MT_Free" else (1, parts[-3][3:])
+    return None, ""
 
 
 def _walk_images(folder: Path) -> list[Path]:
@@ -162,11 +203,12 @@ def prepare_output(out: str | Path, inputs: Sequence[str | Path], images: Sequen
 
 
 class _Decode(Dataset):
-    """Items: index, model input (3, h, w) float in [0, 1], the decoded original (uint8, for the overlay)
-    or the decoding error's message."""
+    """Items: index, model input (3, h, w) float in [0, 1] fitted as ``resize`` says, the image's region of it
+    (``content``), the decoded original (uint8, for the overlay), or the decoding error's message."""
 
-    def __init__(self, images: Sequence[InputImage], size: tuple[int, int], keep_original: bool) -> None:
-        self.images, self.size, self.keep_original = list(images), size, keep_original
+    def __init__(self, images: Sequence[InputImage], size: tuple[int, int], keep_original: bool,
+                 resize: str = "squash") -> None:
+        self.images, self.size, self.keep_original, self.resize = list(images), size, keep_original, resize
 
     def __len__(self) -> int:
         return len(self.images)
@@ -176,8 +218,9 @@ class _Decode(Dataset):
             img = load_image(self.images[i].path)
         except DataError as e:
             return {"index": i, "error": str(e)}
-        small = torch.from_numpy(np.ascontiguousarray(resize_image(img, self.size).transpose(2, 0, 1)))
-        return {"index": i, "image": small.float().div_(255.0),
+        fitted, content = fit_image(img, self.size, self.resize)
+        small = torch.from_numpy(np.ascontiguousarray(fitted.transpose(2, 0, 1)))
+        return {"index": i, "image": small.float().div_(255.0), "content": content,
                 "original": torch.from_numpy(img) if self.keep_original else None}
 
 
@@ -199,7 +242,8 @@ def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray
 @torch.no_grad()
 def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
                    batch_size: int = 8, overlays: bool = True, progress: bool | None = None,
-                   num_workers: int = 2, overwrite: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
+                   num_workers: int = 2, overwrite: bool = False, threads: int | None = None,
+                   tile: int = 1) -> list[dict[str, Any]]:
     """Predict every image of ``inputs`` with run ``run`` into folder ``out``; one row per image (dicts with
     the CSV's columns, ``score`` a float, ``error`` None when it worked). See the module docstring.
 
@@ -210,6 +254,7 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     check_int("--batch-size", batch_size)
     check_int("--num-workers", num_workers, minimum=0)
     check_int("--threads", threads, none_ok=True)
+    check_tile(tile)
     spec = read_run_spec(run)  # its schema check refuses a non-finite threshold
     calib = spec.get("calibration") or {}
     images = collect_inputs(inputs)
@@ -224,7 +269,10 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
             n_threads = torch.get_num_threads()
             torch.set_num_threads(threads or _default_threads(num_workers))
             try:
-                rows = _run(model, spec["image_size"], dev, images, stage, batch_size, overlays, progress,
+                hw, mode = run_geometry(spec)
+                if tile > 1:
+                    model = TiledModel(model, hw, batch_size)
+                rows = _run(model, tiled_size(hw, tile), mode, dev, images, stage, batch_size, overlays, progress,
                             num_workers, calib)
             finally:
                 torch.set_num_threads(n_threads)
@@ -245,16 +293,16 @@ def _default_threads(num_workers: int) -> int:
     return max(1, cores - num_workers)
 
 
-def _run(model: torch.nn.Module, size: Any, dev: torch.device, images: list[InputImage], stage: Path,
-         batch_size: int, overlays: bool, progress: bool | None, num_workers: int,
+def _run(model: torch.nn.Module, size: tuple[int, int], resize: str, dev: torch.device, images: list[InputImage],
+         stage: Path, batch_size: int, overlays: bool, progress: bool | None, num_workers: int,
          calib: dict[str, Any]) -> list[dict[str, Any]]:
     """Decode → model → PNGs into ``stage``, overlapped; the rows in input order."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
     thr, pthr = calib.get("image_threshold"), calib.get("pixel_threshold")
     scale = calibrated_colour_scale(calib)  # the run's validation statistics, never these images
-    loader = DataLoader(_Decode(images, size, overlays), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(_Decode(images, size, overlays, resize), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_as_list, persistent_workers=False)
     rows: list[dict[str, Any]] = [{"path": str(im.path), "relative_path": im.name, "score": float("nan"),
+                                   **dict(zip(("label", "defect"), label_from_path(im.path))),
                                    "normalized_score": float("nan"), "decision": "", "overlay": "", "mask": "",
                                    "error": None} for im in images]
     pending: deque[tuple[int, Future]] = deque()
@@ -281,7 +329,7 @@ def _run(model: torch.nn.Module, size: Any, dev: torch.device, images: list[Inpu
                     if overlays:
                         (stage / images[i].stem).parent.mkdir(parents=True, exist_ok=True)
                         pending.append((i, pool.submit(_write_pngs, stage, images[i].stem, b["original"],
-                                                       maps[j], scale, pthr)))
+                                                       crop_map(maps[j], b["content"]), scale, pthr)))
             while len(pending) > 4 * batch_size:  # bounded memory: wait for the oldest writes
                 _collect(pending.popleft(), rows)
             bar.update(1)
@@ -301,7 +349,8 @@ def _csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        w.writerow([r["path"], r["relative_path"], f"{r['score']:.6g}", f"{r['normalized_score']:.4f}",
+        w.writerow([r["path"], r["relative_path"], "" if r["label"] is None else r["label"], r["defect"],
+                    f"{r['score']:.6g}", f"{r['normalized_score']:.4f}",
                     r["decision"], r["overlay"], r["mask"], r["error"] or ""])
     return buf.getvalue().encode()
 

@@ -59,7 +59,11 @@ RUN_SCHEMA: dict[str, Any] = {
                  "properties": {"path": {"type": "string"}, "category": _STR_OR_NULL, "layout": _STR_OR_NULL,
                                 "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                                 "split_seed": {"type": "integer"}, "textures": _STR_OR_NULL,
-                                "foreground": _STR_OR_NULL}},
+                                "foreground": _STR_OR_NULL,
+                                # data.resize.RESIZE_MODES; input_size: the model input (H, W) they give
+                                "resize": {"enum": ["squash", "pad", "long-side"]},
+                                "input_size": {"type": "array", "minItems": 2, "maxItems": 2,
+                                               "items": {"type": "integer", "minimum": 32, "maximum": 4096}}}},
         "finished": {"type": "boolean"},
         "weights": {"type": "object", "required": ["file", "sha256"],
                     "properties": {"file": _OWN_FILE, "sha256": _HEX64}, "additionalProperties": False},

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 from torch.utils.data import Dataset
 
 from .data import AnomalyDataset, load_samples, train_val_split
+from .data.resize import run_geometry
 from .errors import ConfigError, DataError
 from .synthesis import PAPER_PRESETS, SyntheticAnomalyDataset
 
@@ -66,6 +67,7 @@ def validation_sets(spec: Mapping[str, Any], synthesis: str | Mapping[str, Any] 
     val: Sequence[Any] = validation_samples(spec)
     if not val:
         raise DataError(f"{d['path']}: no validation images (val_fraction {d['val_fraction']})")
-    good = AnomalyDataset(list(val), image_size=spec["image_size"])
+    hw, mode = run_geometry(spec)
+    good = AnomalyDataset(list(val), image_size=hw, resize=mode)
     defective, triplets = synthetic_defects(good, d.get("textures"), synthesis)
     return good, defective, triplets

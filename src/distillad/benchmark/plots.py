@@ -61,8 +61,11 @@ def _overlay_strip(run_dir: Path, samples: Sequence[Any], device: torch.device) 
     from ..data import AnomalyDataset
     from ..visualize import overlay_strip_for_run
 
+    from ..data.resize import run_geometry
+
     net, spec = load_run(run_dir, device)
-    ds = AnomalyDataset(samples, image_size=spec["image_size"])
+    hw, mode = run_geometry(spec)
+    ds = AnomalyDataset(samples, image_size=hw, resize=mode)
     items = [ds[i] for i in range(len(ds))]
     maps, scores = net.predict(torch.stack([it["image"] for it in items]).to(device))
     return overlay_strip_for_run(items, maps.float().cpu(), scores.float().cpu().tolist(), spec.get("calibration", {}))

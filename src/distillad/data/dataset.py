@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from .io import load_image, load_mask
+from .resize import check_resize, fit_image, fit_mask
 from .samples import Sample
 
 __all__ = ["AnomalyDataset", "resize_image", "image_to_tensor"]
@@ -27,11 +27,8 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB (H, W, 3) squashed to ``size`` (H, W) with Pillow bilinear (antialiased); as is when it fits.
-    The one resize of every image a model sees (datasets, ``distillad serve``)."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    ``resize.fit_image`` (every mode) is what datasets, ``predict`` and ``serve`` use."""
+    return fit_image(image, tuple(size), "squash")[0]
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -43,16 +40,21 @@ class AnomalyDataset(Dataset):
     """Items: ``image`` float32 (3, H, W) in [0, 1] (not normalised), ``mask`` float32 (1, H, W)
     in {0, 1}, ``label`` int64, ``path`` and ``defect`` str.
 
-    Images are squashed to ``image_size`` with Pillow bilinear (antialiased); masks are thresholded
-    at full resolution, then resized nearest-neighbour. ``cache=True`` decodes everything now
-    (uint8), so a bad file fails before training, naming it.
+    Images are fitted to ``image_size`` ((H, W) or an int) as ``resize`` says (``data.resize``: squash,
+    pad or long-side) with Pillow bilinear (antialiased); masks are thresholded at full resolution,
+    then placed alike, nearest-neighbour. ``content(i)``: the (h, w) of image ``i`` inside its input
+    (less than the input under ``pad``). ``cache=True`` decodes everything now (uint8), so a bad file
+    fails before training, naming it.
     """
 
-    def __init__(self, samples: Sequence[Sample], image_size: int | Sequence[int] = 256, mask_threshold: int = 128, cache: bool = True) -> None:
+    def __init__(self, samples: Sequence[Sample], image_size: int | Sequence[int] = 256, mask_threshold: int = 128,
+                 cache: bool = True, resize: str = "squash") -> None:
         self.samples = list(samples)
         if not self.samples:
             raise DataError("AnomalyDataset: no samples (the image list is empty)")
         self.size = _size(image_size)
+        self.resize = check_resize(resize)
+        self._content: dict[int, tuple[int, int]] = {}
         if isinstance(mask_threshold, bool) or not isinstance(mask_threshold, (int, np.integer)) or not 1 <= mask_threshold <= 255:
             raise ConfigError(f"mask_threshold must be an integer in 1..255, got {mask_threshold!r}")
         self.mask_threshold = int(mask_threshold)
@@ -64,7 +66,7 @@ class AnomalyDataset(Dataset):
             self._images = np.empty((len(self.samples), h, w, 3), dtype=np.uint8)
             bar = tqdm(self.samples, desc="decoding images", unit="img", disable=None if len(self.samples) > 50 else True)
             for i, s in enumerate(bar):
-                self._images[i], mask = self._decode(s)
+                self._images[i], mask = self._decode(s, i)
                 if mask is not None:
                     self._masks[i] = mask
         else:
@@ -73,8 +75,8 @@ class AnomalyDataset(Dataset):
                     if p is not None and not p.is_file():
                         raise DataError(f"{p}: no such file")
 
-    def _decode(self, s: Sample) -> tuple[np.ndarray, np.ndarray | None]:
-        """Resized uint8 RGB image and bool mask (None when the sample has none)."""
+    def _decode(self, s: Sample, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fitted uint8 RGB image and bool mask (None when the sample has none); records its content size."""
         h, w = self.size
         image = load_image(s.image)
         mask = None
@@ -86,8 +88,15 @@ class AnomalyDataset(Dataset):
                     f"{s.mask}: mask is {full.shape[1]}x{full.shape[0]} but its image {s.image} is "
                     f"{image.shape[1]}x{image.shape[0]} (width x height)"
                 )
-            mask = full if full.shape == (h, w) else np.array(Image.fromarray(full).resize((w, h), Image.Resampling.NEAREST))
-        return resize_image(image, (h, w)), mask
+            mask = fit_mask(full, (h, w), self.resize)
+        fitted, self._content[index] = fit_image(image, (h, w), self.resize)
+        return fitted, mask
+
+    def content(self, index: int) -> tuple[int, int]:
+        """(h, w) of image ``index`` inside the model input (top left); the whole input unless ``pad``."""
+        if index not in self._content:
+            self._decode(self.samples[index], index)
+        return self._content[index]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -97,7 +106,7 @@ class AnomalyDataset(Dataset):
         if self._images is not None:
             image, mask = self._images[index], self._masks.get(index)
         else:
-            image, mask = self._decode(s)
+            image, mask = self._decode(s, index)
         h, w = self.size
         mask_t = torch.zeros(1, h, w) if mask is None else torch.from_numpy(np.ascontiguousarray(mask)).float()[None]
         return {

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_mask", "is_image_file", "decode_image"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_mask", "is_image_file", "decode_image", "read_size"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,6 +41,17 @@ def load_image(path: str | Path) -> np.ndarray:
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return np.ascontiguousarray(arr)
+
+
+def read_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header (Pillow opens lazily); decodes only files Pillow
+    cannot open (``load_image``'s OpenCV path), so a bad file fails as ``load_image`` fails."""
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (OSError, UnidentifiedImageError, ValueError):
+        h, w = load_image(path).shape[:2]
+        return w, h
 
 
 def load_mask(path: str | Path, threshold: int = 128) -> np.ndarray:

@@ -9,7 +9,7 @@ from .adapters import MPDD_CATEGORIES, btad_samples, mpdd_samples, mvtec3d_sampl
 from .cifar import cifar10_samples, split_class_path
 from .samples import Sample, _list_images, _require_dir, folder_samples, magnetic_tile_samples, mvtec_samples
 
-__all__ = ["LAYOUTS", "detect_layout", "load_samples"]
+__all__ = ["LAYOUTS", "detect_layout", "load_samples", "test_folders"]
 
 LAYOUTS = ("mvtec", "mpdd", "mvtec3d", "btad", "visa", "magnetic_tile", "cifar10", "folder")
 # What marks a category folder of each per-category layout (checked in this order).
@@ -99,3 +99,25 @@ def load_samples(path: str | Path, split: str, category: str | None = None, layo
         return visa_samples(root, category, split)
     builders = {"mvtec": mvtec_samples, "mpdd": mpdd_samples, "btad": btad_samples, "mvtec3d": mvtec3d_samples}
     return builders[layout](root, category, split)
+
+
+def test_folders(path: str | Path, category: str | None = None, layout: str | None = None) -> list[tuple[str, int]]:
+    """(folder name, label) of the test split's class folders as ``load_samples`` reads them: 0 for the
+    good folder, 1 for a defect class (every ``test/<name>`` but ``good`` in the MVTec layouts);
+    [] for a layout without a test split. Reads folder names only (``train`` lists them up front)."""
+    if layout is None:
+        layout = detect_layout(path, category)
+    elif layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    root = _require_dir(path)
+    if layout == "folder":
+        return []
+    if layout == "magnetic_tile":
+        return [("MT_Free", 0)] + [(d.name, 1) for d in _subdirs(root) if d.name.startswith("MT_") and d.name != "MT_Free"]
+    if layout == "visa":
+        return [("Normal", 0), ("Anomaly", 1)]
+    root, category = _resolve(root, category, layout)
+    if layout == "btad":
+        return [("ok", 0), ("ko", 1)]
+    test = (root / category if category else root) / "test"
+    return [(d.name, 0 if d.name == "good" else 1) for d in _subdirs(test)] if test.is_dir() else []

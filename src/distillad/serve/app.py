@@ -88,8 +88,8 @@ class _Service:
                  on_load_error: Callable[[str], None] | None) -> None:
         self.cfg, self.factory, self.on_load_error = cfg, factory, on_load_error
         self.spec = finished_spec(cfg.run)
-        size = self.spec["image_size"]
-        self.size: tuple[int, int] = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        from ..data.resize import run_geometry
+        self.size, self.resize = run_geometry(self.spec)  # (H, W) and the run's resize mode
         self.calib: dict[str, Any] = self.spec.get("calibration") or {}
         self.run_id = ((self.spec.get("weights") or {}).get("sha256") or "")[:16]
         self.backend: Backend | None = None
@@ -133,15 +133,18 @@ class _Service:
     # -- one image ------------------------------------------------------------------
     def prepare(self, data: bytes, name: str) -> tuple[np.ndarray, torch.Tensor]:
         """Bytes → (uint8 RGB as decoded, model input): ``data.decode_image`` + the dataset's resize."""
-        from ..data import decode_image, image_to_tensor, resize_image
+        from ..data import decode_image, image_to_tensor
+        from ..data.resize import fit_image
         image = decode_image(data, name, self.cfg.max_pixels)
-        return image, image_to_tensor(resize_image(image, self.size))
+        return image, image_to_tensor(fit_image(image, self.size, self.resize)[0])
 
     def answer(self, name: str, image: np.ndarray, amap: np.ndarray, score: float, mask: Picture,
                heatmap: Picture) -> tuple[dict[str, Any], dict[str, bytes]]:
         """JSON fields of one prediction, and the PNGs asked for (mask, heatmap)."""
         from ..calibration import normalize_scores
         from ..visualize import calibrated_colour_scale, overlay, png_bytes
+        from ..data.resize import content_size, crop_map
+        amap = crop_map(amap, content_size(image.shape[:2], self.size, self.resize))  # the image's region (pad)
         thr = self.calib.get("image_threshold")
         norm = None if thr is None else float(normalize_scores(torch.tensor([score], dtype=torch.float64), self.calib)[0])
         out: dict[str, Any] = {

@@ -76,7 +76,8 @@ class OnnxBackend:
             raise CheckpointError(f"{path}: inputs/outputs {names}, expected (['images'], ['anomaly_maps', 'scores']) "
                                   "as `distillad export` writes them")
         shape = self.session.get_inputs()[0].shape
-        size = self.spec["image_size"]
+        from ..data.resize import run_geometry
+        size = list(run_geometry(self.spec)[0])
         hw = [size, size] if isinstance(size, int) else list(size)
         if list(shape[2:]) != hw:
             raise CheckpointError(f"{path}: input size {shape[2:]} but the run {run} works at {hw}; "
@@ -106,7 +107,8 @@ class OpenVinoBackend:
         if len(self.compiled.inputs) != 1 or len(self.compiled.outputs) != 2:
             raise CheckpointError(f"{path}: expected one input and two outputs (maps, scores) as `distillad export` "
                                   "writes them")
-        size = self.spec["image_size"]
+        from ..data.resize import run_geometry
+        size = list(run_geometry(self.spec)[0])
         shape = self.compiled.inputs[0].get_partial_shape()
         hw = [size, size] if isinstance(size, int) else list(size)
         if [d.get_length() if d.is_static else None for d in list(shape)[2:]] != hw:
