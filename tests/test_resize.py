@@ -99,7 +99,7 @@ def test_predict_mask_keeps_the_aspect(pad_run, wide, tmp_path):
 def test_pixel_metrics_never_see_padding(wide, tmp_path):
     """Padding is cut off the maps and masks that the pixel metrics read: cropped when the images share a
     region, each region resized back to the input when they differ."""
-    from distillad.api import _crop_to_images
+    from distillad.data.resize import crop_to_images
     tall = tmp_path / "tall.png"
     Image.fromarray(np.zeros((96, 32, 3), np.uint8)).save(tall)
     one = [Sample(wide / "test/good/000.png", 0), Sample(wide / "test/good/001.png", 0)]
@@ -109,7 +109,7 @@ def test_pixel_metrics_never_see_padding(wide, tmp_path):
         for i in range(len(ds)):
             h, w = ds.content(i)
             maps[i, :, :h, :w] = float(i)
-        m, k = _crop_to_images(maps, torch.zeros_like(maps), ds)
+        m, k = crop_to_images(maps, torch.zeros_like(maps), ds)
         assert m.shape[-2:] == k.shape[-2:] == shape and m.max() < 1e6
         assert [float(v) for v in m.flatten(1).amax(1)] == list(range(len(ds)))
 
