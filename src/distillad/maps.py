@@ -6,6 +6,7 @@ computed on the model's device and the same code exports to ONNX.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, Sequence, get_args
 
 import torch
@@ -14,21 +15,30 @@ import torch.nn.functional as F
 from .errors import ConfigError
 
 __all__ = ["cosine_distance", "normalized_l2_distance", "combine_maps", "gaussian_blur", "max_score",
-           "gaussian_kernel1d", "Combine", "COMBINE_MODES", "check_combine"]
+           "gaussian_kernel1d", "Combine", "COMBINE_MODES", "check_combine", "smooth_combined",
+           "bilinear_matrix", "blur_matrix", "fp32", "FUSED_MAX_SIZE"]
 
 #: how per-stage maps are combined: the type hint of every method's ``combine`` keyword
 Combine = Literal["sum", "product", "mean"]
 COMBINE_MODES: tuple[str, ...] = get_args(Combine)
 
 
+def fp32(device: torch.device) -> "torch.autocast":
+    """A region where autocast is off: maps are computed in fp32 whatever precision made the features
+    (1 − cos of nearly equal bf16 features is mostly rounding noise)."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """1 − cos(t, s) along channels: (B,C,h,w) × 2 → (B,1,h,w)."""
-    return 1.0 - F.cosine_similarity(t, s, dim=1).unsqueeze(1)
+    """1 − cos(t, s) along channels, in fp32: (B,C,h,w) × 2 → (B,1,h,w)."""
+    with fp32(t.device):
+        return 1.0 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1)
 
 
 def normalized_l2_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """½‖t̂ − ŝ‖² of channel-ℓ2-normalised features (STFPM): (B,C,h,w) × 2 → (B,1,h,w)."""
-    return 0.5 * (F.normalize(t, dim=1) - F.normalize(s, dim=1)).pow(2).sum(1, keepdim=True)
+    """½‖t̂ − ŝ‖² of channel-ℓ2-normalised features (STFPM), in fp32: (B,C,h,w) × 2 → (B,1,h,w)."""
+    with fp32(t.device):
+        return 0.5 * (F.normalize(t.float(), dim=1) - F.normalize(s.float(), dim=1)).pow(2).sum(1, keepdim=True)
 
 
 def check_combine(value: str) -> str:
@@ -69,6 +79,7 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
 def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian filter of (B,1,H,W) maps, equal to scipy.ndimage.gaussian_filter
     (mode 'reflect') per map, as RD's reference applies with σ = 4."""
+    maps = maps.float()
     if sigma <= 0:
         return maps
     k = gaussian_kernel1d(sigma, truncate).to(maps.device, maps.dtype)
@@ -86,3 +97,75 @@ def max_score(maps: torch.Tensor) -> torch.Tensor:
     """Image score = maximum of the map: (B,1,H,W) → (B,)."""
     return maps.flatten(1).amax(1)
 
+
+
+# --------------------------------------------------------------------------- fused map stage
+# Bilinear upsampling, the sum over stages and the Gaussian blur are all linear, and each is separable
+# along rows and columns, so blur(Σ_k up(M_k)) = Σ_k (G_H U_k) M_k (G_W V_k)ᵀ: a few small matmuls on the
+# stage maps at their own resolution, never a full-resolution map per stage nor an index-select/conv
+# pass over padded copies. Equal to the reference path up to float rounding (tests/test_speed_paths.py).
+
+def bilinear_matrix(n_out: int, n_in: int, align_corners: bool = True) -> torch.Tensor:
+    """(n_out, n_in) float64 matrix U with U @ x = F.interpolate of a length-n_in signal x (bilinear,
+    its coefficients taken from F.interpolate itself, so the edge rules are torch's)."""
+    eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, n_in, 1)
+    up = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=align_corners)
+    return up.view(n_in, n_out).t().contiguous()
+
+
+def blur_matrix(n: int, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """(n, n) float64 matrix G with G @ x = scipy.ndimage.gaussian_filter1d(x, σ, mode='reflect')."""
+    k = gaussian_kernel1d(sigma, truncate).double()
+    r = (k.numel() - 1) // 2
+    idx = _reflect_index(n, r, torch.device("cpu"))
+    cols = idx[torch.arange(n)[:, None] + torch.arange(2 * r + 1)[None, :]]
+    g = torch.zeros(n, n, dtype=torch.float64)
+    g.index_put_((torch.arange(n)[:, None].expand_as(cols), cols), k.expand_as(cols).clone(), accumulate=True)
+    return g
+
+
+@functools.lru_cache(maxsize=64)
+def _operator(n_out: int, n_in: int, sigma: float, truncate: float, align_corners: bool,
+              device: torch.device) -> torch.Tensor:
+    """G U (n_out, n_in) in fp32 on ``device``: upsample one axis, then blur it."""
+    a = bilinear_matrix(n_out, n_in, align_corners)
+    if sigma > 0:
+        a = blur_matrix(n_out, sigma, truncate) @ a
+    return a.float().to(device)
+
+
+#: above this map side the dense operators cost more than they save (they grow as side²): reference path
+FUSED_MAX_SIZE = 1024
+
+
+def blur_matrix_op(n: int, sigma: float, truncate: float, device: torch.device) -> torch.Tensor:
+    """``blur_matrix`` in fp32 on ``device``, cached."""
+    return _operator(n, n, sigma, truncate, True, device)  # the n→n bilinear matrix is the identity
+
+
+def smooth_combined(maps: Sequence[torch.Tensor], size: tuple[int, int], mode: Combine = "sum", sigma: float = 4.0,
+                    align_corners: bool = True, truncate: float = 4.0) -> torch.Tensor:
+    """``gaussian_blur(combine_maps(maps, size, mode), sigma)`` in fp32 as one sum of small matmuls on the
+    stage maps (B,1,h_k,w_k) → (B,1,H,W); ``product`` is not linear and takes the reference path."""
+    check_combine(mode)
+    h, w = int(size[0]), int(size[1])
+    if not maps or max(h, w) > FUSED_MAX_SIZE:
+        return gaussian_blur(combine_maps(maps, size, mode, align_corners), sigma, truncate)
+    dev = maps[0].device
+    with fp32(dev):
+        if mode == "product":  # not linear across stages: upsample each (U M Vᵀ), multiply, blur (G X Gᵀ)
+            out = None
+            for m in maps:
+                up = _operator(h, m.shape[-2], 0.0, truncate, align_corners, dev) @ m.float() \
+                    @ _operator(w, m.shape[-1], 0.0, truncate, align_corners, dev).t()
+                out = up if out is None else out * up
+            if sigma <= 0:
+                return out
+            return blur_matrix_op(h, sigma, truncate, dev) @ out @ blur_matrix_op(w, sigma, truncate, dev).t()
+        rows, cols = [], []
+        for m in maps:
+            m = m.float()
+            rows.append(_operator(h, m.shape[-2], sigma, truncate, align_corners, dev))
+            cols.append(m @ _operator(w, m.shape[-1], sigma, truncate, align_corners, dev).t())  # (B,1,h_k,W)
+        out = torch.cat(rows, 1) @ torch.cat(cols, 2)  # Σ_k A_k (M_k B_kᵀ): one matmul over the stacked stages
+    return out / len(maps) if mode == "mean" else out
