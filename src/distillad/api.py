@@ -223,13 +223,14 @@ def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | Non
 
 def test(run: str | Path, data: str | Path | None = None, category: str | None = None, layout: str | None = None,
          device: str = "auto", batch_size: int = 16, n_overlays: int = 8, progress: bool | None = None,
-         fpr_limit: float = 0.3) -> dict[str, Any]:
-    """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures."""
+         fpr_limit: float = 0.3, precision: str = "fp32") -> dict[str, Any]:
+    """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures.
+    ``precision``: the networks' (fp32 | bf16 | fp16, ``distillad.precision``); maps are fp32."""
     run = Path(run)
     model, spec = load_run(run, resolve_device(device))
     check_writable(run, flag="--run")  # its outputs go into the run folder: fail before the work, not after
     ds = _test_set(spec, data, category, layout)
-    res = infer(model, ds, batch_size, device, progress)
+    res = infer(model, ds, batch_size, device, progress, precision=precision)
     labels, scores = res["labels"].numpy(), res["scores"].numpy()
     if not np.isfinite(scores).all():
         bad = [p for p, v in zip(res["paths"], scores) if not np.isfinite(v)]
@@ -285,11 +286,12 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
             batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 2,
-            overwrite: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
+            overwrite: bool = False, threads: int | None = None, precision: str = "fp32") -> list[dict[str, Any]]:
     """Score new images (files, or folders searched recursively) with a trained run into folder ``out``:
     predictions.csv (score, good/defective at the run's threshold, or the file's error), heat-map
     overlay and defect-mask PNGs named by each input's relative path. Inputs and ``out`` are checked
     before the model loads; ``overwrite`` replaces an earlier prediction in ``out``. Rows: one dict per
     image, ``error`` None where it worked (``distillad.predict`` has the details)."""
     from .predict import predict_images
-    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads)
+    return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads,
+                          precision)

@@ -64,7 +64,8 @@ def check_precision(precision: str, device: torch.device | str = "cpu") -> str:
 @contextlib.contextmanager
 def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
     """Autocast the networks to ``precision`` on ``device`` (checked); fp32: nothing changes."""
-    dev = torch.device(check_precision(precision, device) and device)
+    check_precision(precision, device)
+    dev = torch.device(device)
     if precision == "fp32":
         yield
         return
