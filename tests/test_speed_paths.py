@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter1d
 from distillad import precision as prec
 from distillad.cli import main
 from distillad.errors import ConfigError
-from distillad.maps import blur_matrix, combine_maps, gaussian_blur, smooth_combined
+from distillad.maps import bilinear_matrix, blur_matrix, combine_maps, gaussian_blur, smooth_combined
 from distillad.precision import check_precision, predict_batch, prepare_for_inference
 from distillad.registry import create_model
 
@@ -36,6 +36,14 @@ def test_blur_matrix_equals_scipy() -> None:
     for sigma in (1.0, 4.0, 12.0):  # 12: the kernel (radius 48) is wider than the signal
         ref = gaussian_filter1d(x.numpy(), sigma, mode="reflect", truncate=4.0)
         assert torch.allclose(blur_matrix(37, sigma) @ x, torch.from_numpy(ref), atol=1e-12)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_bilinear_matrix_equals_interpolate(align_corners: bool) -> None:
+    x = torch.rand(2, 1, 7, 1, dtype=torch.float64)
+    for n in (1, 5, 7, 23):
+        ref = torch.nn.functional.interpolate(x, size=(n, 1), mode="bilinear", align_corners=align_corners)
+        assert torch.allclose(bilinear_matrix(n, 7, align_corners) @ x[:, 0, :, 0].t(), ref[:, 0, :, 0].t(), atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "product"])

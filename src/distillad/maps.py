@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Literal, Sequence, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,7 +17,7 @@ from .errors import ConfigError
 
 __all__ = ["cosine_distance", "normalized_l2_distance", "combine_maps", "gaussian_blur", "max_score",
            "gaussian_kernel1d", "Combine", "COMBINE_MODES", "check_combine", "smooth_combined",
-           "bilinear_matrix", "blur_matrix", "fp32", "FUSED_MAX_SIZE"]
+           "bilinear_matrix", "blur_matrix", "fp32", "as_fp32", "FUSED_MAX_SIZE"]
 
 #: how per-stage maps are combined: the type hint of every method's ``combine`` keyword
 Combine = Literal["sum", "product", "mean"]
@@ -29,16 +30,21 @@ def fp32(device: torch.device) -> "torch.autocast":
     return torch.autocast(device.type, enabled=False)
 
 
+def as_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 when it is half precision (bf16/fp16), else unchanged (fp32 and fp64 stay)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """1 − cos(t, s) along channels, in fp32: (B,C,h,w) × 2 → (B,1,h,w)."""
     with fp32(t.device):
-        return 1.0 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1)
+        return 1.0 - F.cosine_similarity(as_fp32(t), as_fp32(s), dim=1).unsqueeze(1)
 
 
 def normalized_l2_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """½‖t̂ − ŝ‖² of channel-ℓ2-normalised features (STFPM), in fp32: (B,C,h,w) × 2 → (B,1,h,w)."""
     with fp32(t.device):
-        return 0.5 * (F.normalize(t.float(), dim=1) - F.normalize(s.float(), dim=1)).pow(2).sum(1, keepdim=True)
+        return 0.5 * (F.normalize(as_fp32(t), dim=1) - F.normalize(as_fp32(s), dim=1)).pow(2).sum(1, keepdim=True)
 
 
 def check_combine(value: str) -> str:
@@ -79,17 +85,18 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
 def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian filter of (B,1,H,W) maps, equal to scipy.ndimage.gaussian_filter
     (mode 'reflect') per map, as RD's reference applies with σ = 4."""
-    maps = maps.float()
+    maps = as_fp32(maps)  # maps are fp32 (or fp64) whatever precision made the features
     if sigma <= 0:
         return maps
     k = gaussian_kernel1d(sigma, truncate).to(maps.device, maps.dtype)
     r = (k.numel() - 1) // 2
     b, c, h, w = maps.shape
-    x = maps.reshape(b * c, 1, h, w)
-    x = x.index_select(2, _reflect_index(h, r, maps.device))
-    x = x.index_select(3, _reflect_index(w, r, maps.device))
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    with fp32(maps.device):
+        x = maps.reshape(b * c, 1, h, w)
+        x = x.index_select(2, _reflect_index(h, r, maps.device))
+        x = x.index_select(3, _reflect_index(w, r, maps.device))
+        x = F.conv2d(x, k.view(1, 1, -1, 1))
+        x = F.conv2d(x, k.view(1, 1, 1, -1))
     return x.reshape(b, c, h, w)
 
 
@@ -106,22 +113,33 @@ def max_score(maps: torch.Tensor) -> torch.Tensor:
 # pass over padded copies. Equal to the reference path up to float rounding (tests/test_speed_paths.py).
 
 def bilinear_matrix(n_out: int, n_in: int, align_corners: bool = True) -> torch.Tensor:
-    """(n_out, n_in) float64 matrix U with U @ x = F.interpolate of a length-n_in signal x (bilinear,
-    its coefficients taken from F.interpolate itself, so the edge rules are torch's)."""
-    eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, n_in, 1)
-    up = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=align_corners)
-    return up.view(n_in, n_out).t().contiguous()
+    """(n_out, n_in) float64 matrix U with U @ x = F.interpolate(x, n_out, 'linear') of a length-n_in signal,
+    with torch's source-index rule. Built in NumPy, so an ONNX trace sees a constant, not the arithmetic."""
+    i = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:
+        src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    u = np.zeros((n_out, n_in))
+    np.add.at(u, (np.arange(n_out), i0), 1.0 - lam)
+    np.add.at(u, (np.arange(n_out), i1), lam)
+    return torch.from_numpy(u)
 
 
 def blur_matrix(n: int, sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """(n, n) float64 matrix G with G @ x = scipy.ndimage.gaussian_filter1d(x, σ, mode='reflect')."""
-    k = gaussian_kernel1d(sigma, truncate).double()
-    r = (k.numel() - 1) // 2
-    idx = _reflect_index(n, r, torch.device("cpu"))
-    cols = idx[torch.arange(n)[:, None] + torch.arange(2 * r + 1)[None, :]]
-    g = torch.zeros(n, n, dtype=torch.float64)
-    g.index_put_((torch.arange(n)[:, None].expand_as(cols), cols), k.expand_as(cols).clone(), accumulate=True)
-    return g
+    """(n, n) float64 matrix G with G @ x = scipy.ndimage.gaussian_filter1d(x, σ, mode='reflect') (NumPy-built)."""
+    r = int(truncate * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    idx = np.remainder(np.arange(-r, n + r), 2 * n)
+    idx = np.where(idx >= n, 2 * n - 1 - idx, idx)  # scipy's 'reflect' (d c b a | a b c d | d c b a)
+    cols = idx[np.arange(n)[:, None] + np.arange(2 * r + 1)[None, :]]
+    g = np.zeros((n, n))
+    np.add.at(g, (np.broadcast_to(np.arange(n)[:, None], cols.shape), cols), np.broadcast_to(k, cols.shape))
+    return torch.from_numpy(g)
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,8 +174,8 @@ def smooth_combined(maps: Sequence[torch.Tensor], size: tuple[int, int], mode: C
         if mode == "product":  # not linear across stages: upsample each (U M Vᵀ), multiply, blur (G X Gᵀ)
             out = None
             for m in maps:
-                up = _operator(h, m.shape[-2], 0.0, truncate, align_corners, dev) @ m.float() \
-                    @ _operator(w, m.shape[-1], 0.0, truncate, align_corners, dev).t()
+                up = _operator(h, int(m.shape[-2]), 0.0, truncate, align_corners, dev) @ m.float() \
+                    @ _operator(w, int(m.shape[-1]), 0.0, truncate, align_corners, dev).t()
                 out = up if out is None else out * up
             if sigma <= 0:
                 return out
@@ -165,7 +183,7 @@ def smooth_combined(maps: Sequence[torch.Tensor], size: tuple[int, int], mode: C
         rows, cols = [], []
         for m in maps:
             m = m.float()
-            rows.append(_operator(h, m.shape[-2], sigma, truncate, align_corners, dev))
-            cols.append(m @ _operator(w, m.shape[-1], sigma, truncate, align_corners, dev).t())  # (B,1,h_k,W)
+            rows.append(_operator(h, int(m.shape[-2]), sigma, truncate, align_corners, dev))
+            cols.append(m @ _operator(w, int(m.shape[-1]), sigma, truncate, align_corners, dev).t())  # (B,1,h_k,W)
         out = torch.cat(rows, 1) @ torch.cat(cols, 2)  # Σ_k A_k (M_k B_kᵀ): one matmul over the stacked stages
     return out / len(maps) if mode == "mean" else out

@@ -42,6 +42,9 @@ class DistillationModel(nn.Module):
     #: used by phases with ``data="synthetic"``; ``foreground`` here is only the default
     synthesis: dict[str, Any] = {}
 
+    #: ``predict`` fuses upsampling, combination and blur (see ``predict``); ``export`` turns it off, since
+    #: OpenVINO on bf16-capable CPUs would run the fused matmuls in bf16 (its default precision hint)
+    fused_map_stage: bool = True
     teacher: Teacher
     model_name: str | None
     model_kwargs: dict[str, Any] | None
@@ -117,7 +120,7 @@ class DistillationModel(nn.Module):
 
         When the method declares ``map_parts``, upsampling, combination and blur run fused on the stage
         maps (``maps.smooth_combined``); ``predict_reference`` is the plain path it is tested against."""
-        if type(self).map_parts is DistillationModel.map_parts:
+        if type(self).map_parts is DistillationModel.map_parts or not self.fused_map_stage:
             return self.predict_reference(images)
         parts, mode = self.map_parts(images)
         maps = smooth_combined(parts, images.shape[-2:], mode, self.sigma)

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..layers import match_sizes, reverse_layout
-from ..maps import Combine, fp32
+from ..maps import Combine, as_fp32, fp32
 from ..registry import register_model
 from ..teachers import Teacher, build_backbone
 from ._base import DistillationModel
@@ -92,7 +92,7 @@ def dskd_map(t: torch.Tensor, s: torch.Tensor, lam: float = 0.1) -> torch.Tensor
 
     (B,C,h,w) × 2 → (B,1,h,w), in fp32 whatever the features' precision."""
     with fp32(t.device):
-        t, s = F.normalize(t.float(), dim=1), F.normalize(s.float(), dim=1)
+        t, s = F.normalize(as_fp32(t), dim=1), F.normalize(as_fp32(s), dim=1)
         l2 = 0.5 * (t - s).pow(2).sum(1, keepdim=True)
         cos = F.cosine_similarity(t, s, dim=1).unsqueeze(1)
         return lam * l2 + (1.0 - cos)
