@@ -256,7 +256,7 @@ def match_sizes(feats: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> l
             for f, r in zip(feats, ref, strict=True)]
 
 
-def fold_batchnorm(module: nn.Module, example: torch.Tensor) -> int:
+def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) -> int:
     """Fold every eval-mode BatchNorm2d that reads a convolution's output into that convolution, in place;
     returns the number folded. For inference only (the statistics become conv weights).
 
@@ -283,7 +283,7 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor) -> int:
     hooks = [c.register_forward_hook(on_conv) for c in convs] + [b.register_forward_pre_hook(on_bn) for b in bns]
     try:
         with torch.no_grad():
-            module(example)
+            (run or module)(example)  # run: e.g. the model's predict, for a model without a plain forward
     finally:
         for h in hooks:
             h.remove()

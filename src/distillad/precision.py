@@ -79,7 +79,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, image_size: in
     it is, so training can go on with it."""
     from .layers import fold_batchnorm
     out = copy.deepcopy(model).to(device).eval()
-    fold_batchnorm(out, torch.rand(1, 3, image_size, image_size, device=device))
+    fold_batchnorm(out, torch.rand(1, 3, image_size, image_size, device=device), getattr(out, "predict", None))
     return out
 
 
