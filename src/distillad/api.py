@@ -32,6 +32,7 @@ from .engine import TrainConfig, fit, infer, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics import compute_metrics, decision_metrics, mask_metrics
 from .outputs import check_writable, is_within
+from .precision import prepare_for_inference
 from .registry import create_model
 from .synthesis.foreground import FOREGROUND_METHODS
 from .tiling import TiledModel, check_tile, tiled_size
@@ -288,21 +289,23 @@ def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | Non
 
 def test(run: str | Path, data: str | Path | None = None, category: str | None = None, layout: str | None = None,
          device: str = "auto", batch_size: int = 16, n_overlays: int = 8, progress: bool | None = None,
-         fpr_limit: float = 0.3, calibration: CalibrationSettings | None = None, tile: int = 1) -> dict[str, Any]:
+         fpr_limit: float = 0.3, calibration: CalibrationSettings | None = None, tile: int = 1, precision: str = "fp32") -> dict[str, Any]:
     """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures.
 
     Images are fitted as the run's ``data.resize`` says; ``tile`` > 1 predicts tile by tile
     (``distillad.tiling``). Pixel metrics cover the images' own pixels (no padding).
     Decisions use the run's stored thresholds, or with ``calibration`` thresholds fitted anew on the
     run's validation split for this evaluation only (run.json is not changed: ``distillad calibrate``
-    does that). metrics.json records the calibration used."""
+    does that). metrics.json records the calibration used. ``precision``: the networks' (fp32 | bf16 |
+    fp16, ``distillad.precision``); maps are fp32."""
     run = Path(run)
     check_tile(tile)
     model, spec = load_run(run, resolve_device(device))
     check_writable(run, flag="--run")  # its outputs go into the run folder: fail before the work, not after
     ds = _test_set(spec, data, category, layout, tile)
     hw, _ = run_geometry(spec)
-    res = infer(model if tile == 1 else TiledModel(model, hw, batch_size), ds, batch_size, device, progress)
+    net = model if tile == 1 else TiledModel(prepare_for_inference(model, resolve_device(device)), hw, batch_size)
+    res = infer(net, ds, batch_size, device, progress, precision=precision)
     maps, masks = crop_to_images(res["maps"], res["masks"], ds)  # res keeps the inputs' frame (the strip's)
     labels, scores = res["labels"].numpy(), res["scores"].numpy()
     if not np.isfinite(scores).all():
@@ -362,7 +365,8 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
             batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 2,
-            overwrite: bool = False, threads: int | None = None, tile: int = 1) -> list[dict[str, Any]]:
+            overwrite: bool = False, threads: int | None = None, tile: int = 1,
+            precision: str = "fp32") -> list[dict[str, Any]]:
     """Score new images (files, or folders searched recursively) with a trained run into folder ``out``:
     predictions.csv (score, good/defective at the run's threshold, or the file's error), heat-map
     overlay and defect-mask PNGs named by each input's relative path. Inputs and ``out`` are checked
@@ -370,4 +374,4 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, devi
     image, ``error`` None where it worked (``distillad.predict`` has the details). ``tile`` > 1: tile by tile."""
     from .predict import predict_images
     return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads,
-                          tile)
+                          tile, precision)

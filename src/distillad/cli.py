@@ -93,6 +93,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
     add_calibration_flags(e, "--threshold-method", required=False)
+    _precision_flag(e)
 
     c = sub.add_parser("calibrate", help="re-fit a trained run's thresholds on its validation split (no retraining)",
                        description="Fits the image and pixel thresholds anew on the run's validation good images "
@@ -119,6 +120,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
                    help="replace an earlier prediction in --out (only the files its predictions.csv lists)")
     p.add_argument("--no-overlays", action="store_true")
     p.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
+    _precision_flag(p)
 
     d = sub.add_parser("demo", help="generate the embedded demo data, train RD, evaluate, draw overlays")
     d.add_argument("--out", default="runs/demo")
@@ -166,6 +168,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("--model-file", "--onnx", dest="onnx",
                    help="exported file for --backend onnx|openvino (default: RUN/model.onnx or RUN/model.xml)")
     v.add_argument("--device", default="auto")
+    _precision_flag(v)
     v.add_argument("--max-batch", type=int, default=16, help="most images in one forward pass (default: 16)")
     v.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests once it has one (default: 5)")
@@ -184,6 +187,14 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     from .benchmark import add_arguments
     add_arguments(b)
     return ap
+
+
+def _precision_flag(parser: argparse.ArgumentParser) -> None:
+    from .precision import PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="the networks' precision (maps stay fp32): bf16 needs a CPU with AVX512-BF16/AMX or a "
+                             "GPU, fp16 a GPU or a CPU with AVX512-FP16; refused where it would be emulated "
+                             "(default: fp32; speeds: benchmarks/results/speed.md)")
 
 
 def _version() -> str:
@@ -285,7 +296,7 @@ def run(argv: Sequence[str]) -> int:
     if args.command == "test":
         settings = calibration_settings(args)
         out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size,
-                       calibration=settings, tile=args.tile)
+                       calibration=settings, tile=args.tile, precision=args.precision)
         if settings is not None:
             _warn_calibration(out["calibration"])
         _print_metrics(out["metrics"])
@@ -313,7 +324,8 @@ def run(argv: Sequence[str]) -> int:
         print(json.dumps(info, indent=2))
     elif args.command == "serve":
         from .serve import ServeConfig, read_token, serve
-        cfg = ServeConfig(args.run, backend=args.backend, onnx=args.onnx, device=args.device, max_batch=args.max_batch,
+        cfg = ServeConfig(args.run, backend=args.backend, onnx=args.onnx, device=args.device,
+                          precision=args.precision, max_batch=args.max_batch,
                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
                           max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                           token=None if args.token_file is None else read_token(args.token_file),
@@ -335,7 +347,8 @@ def _predict(args: argparse.Namespace) -> int:
     """``distillad predict``; exit code ``PREDICT_FAILED`` when some images failed."""
     from . import api
     rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays,
-                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads, tile=args.tile)
+                       num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads, tile=args.tile,
+                       precision=args.precision)
     failed = [r for r in rows if r["error"]]
     n_bad = sum(r["decision"] == "defective" for r in rows)
     n_good = sum(r["decision"] == "good" for r in rows)

@@ -31,6 +31,7 @@ from .errors import ConfigError, TrainingError
 from .hints import check_int
 from .models._base import DistillationModel
 from .phases import Phase, Step, param_groups, plan, validate_phases
+from .precision import check_precision, predict_batch, prepare_for_inference
 
 #: image sizes the teachers' five stride-2 stages handle (a 1-pixel last stage at 32), and a sane upper end
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
@@ -232,20 +233,23 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
             **{k: v / max(count, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - t0}
 
 
-@torch.no_grad()
 def infer(model: DistillationModel, dataset: Dataset, batch_size: int = 16, device: str = "auto",
-          progress: bool | None = None, keep_maps: bool = True) -> dict[str, Any]:
+          progress: bool | None = None, keep_maps: bool = True, precision: str = "fp32") -> dict[str, Any]:
     """Run ``model.predict`` over a dataset → dict(scores (N,), maps (N,1,H,W) or None,
-    labels (N,), masks (N,1,H,W), paths, defects, seconds)."""
+    labels (N,), masks (N,1,H,W), paths, defects, seconds).
+
+    Runs on an inference copy of ``model`` (BatchNorm folded, ``precision.prepare_for_inference``)
+    under ``torch.inference_mode`` and ``precision``'s autocast; maps and scores are fp32."""
     check_int("batch size", batch_size)
     dev = resolve_device(device)
-    model.to(dev).eval()
+    check_precision(precision, dev)
+    model = prepare_for_inference(model, dev)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
     bar = _progress(len(loader), "infer", progress)
     t0 = time.perf_counter()
     for batch in loader:
-        m, s = model.predict(batch["image"].to(dev))
+        m, s = predict_batch(model, batch["image"].to(dev), precision)
         scores.append(s.float().cpu())
         if keep_maps:
             maps.append(m.float().cpu())

@@ -13,7 +13,7 @@ is RD's OCBE (``OCBE(fuse=False)`` is its DFE-off ablation, Table 8).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Type, Union
+from typing import Any, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "conv1x1", "conv3x3", "deconv2x2", "BasicBlock", "Bottleneck", "DeBasicBlock", "DeBottleneck",
-    "OCBE", "ReverseDecoder", "ConvBNAct", "ReverseLayout", "reverse_layout", "match_sizes",
+    "OCBE", "ReverseDecoder", "ConvBNAct", "ReverseLayout", "reverse_layout", "match_sizes", "fold_batchnorm",
 ]
 
 
@@ -254,3 +254,47 @@ def match_sizes(feats: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> l
     return [f if f.shape[-2:] == r.shape[-2:] else
             F.interpolate(f, size=r.shape[-2:], mode="bilinear", align_corners=False)
             for f, r in zip(feats, ref, strict=True)]
+
+
+def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) -> int:
+    """Fold every eval-mode BatchNorm2d that reads a convolution's output into that convolution, in place;
+    returns the number folded. For inference only (the statistics become conv weights).
+
+    The pairs are found by running ``example`` once with hooks (a BN whose input is the very tensor a
+    Conv2d/ConvTranspose2d returned), so no graph tracing is needed and timm's ``BatchNormAct2d`` is kept
+    as its activation. A convolution whose output also feeds something else would be changed for that
+    other reader too: none of the teachers or students here does that, and the tests compare outputs."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+    outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+    pairs: list[tuple[nn.Module, str, nn.Module]] = []
+    parents = {id(c): (m, n) for m in module.modules() for n, c in m.named_children()}
+    convs = [m for m in module.modules()
+             if type(m) is nn.Conv2d or (type(m) is nn.ConvTranspose2d and m.groups == 1)]
+    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d) and not m.training and m.track_running_stats]
+
+    def on_conv(m: nn.Module, _: Any, out: torch.Tensor) -> None:
+        outputs[id(out)] = (m, out)  # the tensor is kept so that its id is not reused during the pass
+
+    def on_bn(m: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+        hit = outputs.get(id(inp[0]))
+        if hit is not None and id(m) in parents:
+            pairs.append((hit[0], parents[id(m)][1], m))
+
+    hooks = [c.register_forward_hook(on_conv) for c in convs] + [b.register_forward_pre_hook(on_bn) for b in bns]
+    try:
+        with torch.no_grad():
+            (run or module)(example)  # run: e.g. the model's predict, for a model without a plain forward
+    finally:
+        for h in hooks:
+            h.remove()
+    done = set()
+    for conv, name, bn in pairs:
+        if id(bn) in done or id(conv) in done:
+            continue
+        w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
+                                    bn.bias, transpose=isinstance(conv, nn.ConvTranspose2d))
+        conv.weight, conv.bias = w, b
+        act = [getattr(bn, k) for k in ("drop", "act") if isinstance(getattr(bn, k, None), nn.Module)]
+        parents[id(bn)][0].__setattr__(name, nn.Sequential(*act) if act else nn.Identity())
+        done.update((id(bn), id(conv)))
+    return len(done) // 2

@@ -57,6 +57,7 @@ from .data.io import IMAGE_EXTENSIONS, is_image_file, load_image
 from .calibration import normalize_scores
 from .data.resize import crop_map, fit_image, run_geometry
 from .engine import _progress, resolve_device
+from .precision import check_precision, predict_batch, prepare_for_inference
 from .errors import DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
@@ -243,7 +244,7 @@ def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray
 def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
                    batch_size: int = 8, overlays: bool = True, progress: bool | None = None,
                    num_workers: int = 2, overwrite: bool = False, threads: int | None = None,
-                   tile: int = 1) -> list[dict[str, Any]]:
+                   tile: int = 1, precision: str = "fp32") -> list[dict[str, Any]]:
     """Predict every image of ``inputs`` with run ``run`` into folder ``out``; one row per image (dicts with
     the CSV's columns, ``score`` a float, ``error`` None when it worked). See the module docstring.
 
@@ -259,11 +260,13 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     calib = spec.get("calibration") or {}
     images = collect_inputs(inputs)
     dev = resolve_device(device)
+    check_precision(precision, dev)
     created = not out.exists()
     old = prepare_output(out, inputs, images, run, overwrite)
     stage: Path | None = None
     try:
         model, spec = load_run(run, dev)
+        model = prepare_for_inference(model, dev)
         try:
             stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
             n_threads = torch.get_num_threads()
@@ -273,7 +276,7 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
                 if tile > 1:
                     model = TiledModel(model, hw, batch_size)
                 rows = _run(model, tiled_size(hw, tile), mode, dev, images, stage, batch_size, overlays, progress,
-                            num_workers, calib)
+                            num_workers, calib, precision)
             finally:
                 torch.set_num_threads(n_threads)
             _publish(out, stage, rows, old)
@@ -295,7 +298,7 @@ def _default_threads(num_workers: int) -> int:
 
 def _run(model: torch.nn.Module, size: tuple[int, int], resize: str, dev: torch.device, images: list[InputImage],
          stage: Path, batch_size: int, overlays: bool, progress: bool | None, num_workers: int,
-         calib: dict[str, Any]) -> list[dict[str, Any]]:
+         calib: dict[str, Any], precision: str = "fp32") -> list[dict[str, Any]]:
     """Decode → model → PNGs into ``stage``, overlapped; the rows in input order."""
     thr, pthr = calib.get("image_threshold"), calib.get("pixel_threshold")
     scale = calibrated_colour_scale(calib)  # the run's validation statistics, never these images
@@ -314,7 +317,7 @@ def _run(model: torch.nn.Module, size: tuple[int, int], resize: str, dev: torch.
                 if "error" in b:
                     rows[b["index"]]["error"] = b["error"]
             if good:
-                maps, scores = model.predict(torch.stack([b["image"] for b in good]).to(dev))
+                maps, scores = predict_batch(model, torch.stack([b["image"] for b in good]).to(dev), precision)
                 maps, scores = maps[:, 0].float().cpu().numpy(), scores.float().cpu()
                 norm = normalize_scores(scores, calib).numpy() if thr is not None else None
                 for j, b in enumerate(good):

@@ -41,7 +41,10 @@ def tiled_size(tile: tuple[int, int], n: int) -> tuple[int, int]:
 
 
 class TiledModel(nn.Module):
-    """``model`` applied tile by tile: ``predict`` takes (B, 3, H, W) images of ``tiled_size(tile, n)``."""
+    """``model`` applied tile by tile: ``predict`` takes (B, 3, H, W) images of ``tiled_size(tile, n)``.
+    ``model`` is one ``precision.prepare_for_inference`` made (BatchNorm folded), so the wrapper is too."""
+
+    inference_ready = True
 
     def __init__(self, model: nn.Module, tile: tuple[int, int], batch_size: int = 16) -> None:
         super().__init__()

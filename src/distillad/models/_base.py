@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ..maps import gaussian_blur, max_score
+from ..maps import Combine, combine_maps, gaussian_blur, max_score, smooth_combined
 from ..phases import Phase
 from ..registry import bind_model_kwargs, check_bounds, check_choices, registered_name
 from ..teachers import Teacher
@@ -42,6 +42,9 @@ class DistillationModel(nn.Module):
     #: used by phases with ``data="synthetic"``; ``foreground`` here is only the default
     synthesis: dict[str, Any] = {}
 
+    #: ``predict`` fuses upsampling, combination and blur (see ``predict``); ``export`` turns it off, since
+    #: OpenVINO on bf16-capable CPUs would run the fused matmuls in bf16 (its default precision hint)
+    fused_map_stage: bool = True
     teacher: Teacher
     model_name: str | None
     model_kwargs: dict[str, Any] | None
@@ -70,9 +73,15 @@ class DistillationModel(nn.Module):
         """Training losses of one batch; key ``loss`` is the total that is back-propagated."""
         raise NotImplementedError
 
+    def map_parts(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Combine]:
+        """Per-stage maps at their own resolution [(B,1,h_k,w_k)] and how they combine, for a method whose
+        map is such a combination (then ``anomaly_map`` and the fused ``predict`` come from it)."""
+        raise NotImplementedError
+
     def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
         """Unsmoothed anomaly map at input resolution: (B,3,H,W) → (B,1,H,W)."""
-        raise NotImplementedError
+        maps, mode = self.map_parts(images)
+        return combine_maps(maps, images.shape[-2:], mode)
 
     # -- training contract ------------------------------------------------------------
     def student_modules(self) -> tuple[str, ...]:
@@ -107,7 +116,19 @@ class DistillationModel(nn.Module):
     # -- shared ---------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B,3,H,W) in [0,1] → (maps (B,1,H,W) blurred with σ, scores (B,) = max)."""
+        """images (B,3,H,W) in [0,1] → (maps (B,1,H,W) blurred with σ, scores (B,) = max), in fp32.
+
+        When the method declares ``map_parts``, upsampling, combination and blur run fused on the stage
+        maps (``maps.smooth_combined``); ``predict_reference`` is the plain path it is tested against."""
+        if type(self).map_parts is DistillationModel.map_parts or not self.fused_map_stage:
+            return self.predict_reference(images)
+        parts, mode = self.map_parts(images)
+        maps = smooth_combined(parts, images.shape[-2:], mode, self.sigma)
+        return maps, max_score(maps)
+
+    @torch.no_grad()
+    def predict_reference(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict`` the plain way: full-resolution ``anomaly_map``, then ``gaussian_blur``, then the max."""
         maps = gaussian_blur(self.anomaly_map(images), self.sigma)
         return maps, max_score(maps)
 

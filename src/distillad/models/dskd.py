@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..layers import match_sizes, reverse_layout
-from ..maps import combine_maps
+from ..maps import Combine, as_fp32, fp32
 from ..registry import register_model
 from ..teachers import Teacher, build_backbone
 from ._base import DistillationModel
@@ -90,11 +90,12 @@ Feats = Sequence[torch.Tensor]
 def dskd_map(t: torch.Tensor, s: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
     """Eq. 6 on ℓ2-normalised features (eq. 3): λ·½‖t̂ − ŝ‖² + 1 − cos(t̂, ŝ).
 
-    (B,C,h,w) × 2 → (B,1,h,w)."""
-    t, s = F.normalize(t, dim=1), F.normalize(s, dim=1)
-    l2 = 0.5 * (t - s).pow(2).sum(1, keepdim=True)
-    cos = F.cosine_similarity(t, s, dim=1).unsqueeze(1)
-    return lam * l2 + (1.0 - cos)
+    (B,C,h,w) × 2 → (B,1,h,w), in fp32 whatever the features' precision."""
+    with fp32(t.device):
+        t, s = F.normalize(as_fp32(t), dim=1), F.normalize(as_fp32(s), dim=1)
+        l2 = 0.5 * (t - s).pow(2).sum(1, keepdim=True)
+        cos = F.cosine_similarity(t, s, dim=1).unsqueeze(1)
+        return lam * l2 + (1.0 - cos)
 
 
 def dskd_loss(ref: Feats, student: Feats, lam: float = 0.1) -> torch.Tensor:
@@ -177,11 +178,10 @@ class DSKD(DistillationModel):
         out["loss"] = sum(out.values())  # type: ignore[assignment]
         return out
 
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Eq. 8: Σ over the selected stages of M^k upsampled to the input size → (B,1,H,W), unblurred."""
+    def map_parts(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Combine]:
+        """Eq. 8: the selected stages' M^k, summed after upsampling to the input size (``anomaly_map``)."""
         ref, s = self(images)
-        ks = MAPS[self.maps]
-        return combine_maps([dskd_map(ref[k], s[k], self.lam) for k in ks], images.shape[-2:], "sum")
+        return [dskd_map(ref[k], s[k], self.lam) for k in MAPS[self.maps]], "sum"
 
 
 @register_model

@@ -80,7 +80,7 @@ from ..layers import (
     reverse_layout,
 )
 from ..losses import flat_cosine_loss
-from ..maps import Combine, check_combine, combine_maps, cosine_distance
+from ..maps import Combine, check_combine, cosine_distance
 from ..phases import Phase
 from ..registry import register_model
 from ..synthesis import PAPER_PRESETS
@@ -249,13 +249,11 @@ class DTSNet(DistillationModel):
         t_a = [f[len(normal):] for f in t]
         return {"loss": flat_cosine_loss(t_n, self.student_features(t_a, perturb=True))}
 
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Eqs. 9–10: Σ over the selected stages of M^k = 1 − cos(f_T^k, f_R^k), bilinear to the input size.
-
-        images (B,3,H,W) → (B,1,H,W), unblurred."""
+    def map_parts(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Combine]:
+        """Eqs. 9–10: M^k = 1 − cos(f_T^k, f_R^k) of the selected stages, summed after bilinear upsampling
+        to the input size (``anomaly_map``: (B,3,H,W) → (B,1,H,W), unblurred)."""
         t, r = self(images)
-        return combine_maps([cosine_distance(t[k], r[k]) for k in MAPS[self.maps]], images.shape[-2:],
-                            self.combine)
+        return [cosine_distance(t[k], r[k]) for k in MAPS[self.maps]], self.combine
 
 
 @register_model

@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..layers import match_sizes, reverse_layout
 from ..losses import flat_cosine_loss
-from ..maps import Combine, check_combine, combine_maps, cosine_distance
+from ..maps import Combine, check_combine, cosine_distance
 from ..registry import register_model
 from ..teachers import Teacher
 from ._base import DistillationModel
@@ -74,9 +74,9 @@ class ReverseDistillation(DistillationModel):
         loss = flat_cosine_loss(t, s)
         return {"loss": loss}
 
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+    def map_parts(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Combine]:
         t, s = self(images)
-        return combine_maps([cosine_distance(a, b) for a, b in zip(t, s)], images.shape[-2:], self.combine)
+        return [cosine_distance(a, b) for a, b in zip(t, s)], self.combine
 
 
 @register_model

@@ -20,7 +20,7 @@ from annotated_types import Interval
 
 from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..losses import normalized_mse_loss
-from ..maps import Combine, check_combine, combine_maps, normalized_l2_distance
+from ..maps import Combine, check_combine, normalized_l2_distance
 from ..registry import register_model
 from ..teachers import Teacher, build_backbone
 from ._base import DistillationModel
@@ -54,9 +54,9 @@ class STFPM(DistillationModel):
         t, s = self(batch["image"])
         return {"loss": normalized_mse_loss(t, s)}
 
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+    def map_parts(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Combine]:
         t, s = self(images)
-        return combine_maps([normalized_l2_distance(a, b) for a, b in zip(t, s)], images.shape[-2:], self.combine)
+        return [normalized_l2_distance(a, b) for a, b in zip(t, s)], self.combine
 
     def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
         """The paper's SGD (lr, momentum, weight decay) over ``params`` (parameters or param-group

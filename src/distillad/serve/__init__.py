@@ -27,6 +27,7 @@ class ServeConfig:
     backend: str = "torch"
     onnx: str | Path | None = None
     device: str = "auto"
+    precision: str = "fp32"  # torch backend: fp32 | bf16 | fp16 (distillad.precision)
     max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 64

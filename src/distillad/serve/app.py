@@ -224,7 +224,7 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
     """The application over ``cfg.run``; ``backend_factory`` replaces ``load_backend`` (tests);
     ``on_load_error(message)`` is called when the model fails to load (the CLI stops then)."""
     cfg.check()
-    factory = backend_factory or (lambda: load_backend(cfg.backend, cfg.run, cfg.device, cfg.onnx))
+    factory = backend_factory or (lambda: load_backend(cfg.backend, cfg.run, cfg.device, cfg.onnx, cfg.precision))
     svc = _Service(cfg, factory, on_load_error)
 
     @contextlib.asynccontextmanager

@@ -42,17 +42,20 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, run: str | Path, device: str = "auto") -> None:
+    def __init__(self, run: str | Path, device: str = "auto", precision: str = "fp32") -> None:
         from ..engine import resolve_device
+        from ..precision import check_precision, prepare_for_inference
         dev = resolve_device(device)
-        self.model, self.spec = load_run(run, dev)
+        self.precision = check_precision(precision, dev)
+        model, self.spec = load_run(run, dev)
+        self.model = prepare_for_inference(model, dev)  # BatchNorm folded
         self.dev = dev
-        self.device = str(dev)
+        self.device = str(dev) if precision == "fp32" else f"{dev} ({precision})"
 
     def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            maps, scores = self.model.predict(torch.stack(list(images)).to(self.dev))  # type: ignore[operator]
-        return maps.float().cpu().numpy(), scores.float().cpu().numpy()
+        from ..precision import predict_batch
+        maps, scores = predict_batch(self.model, torch.stack(list(images)).to(self.dev), self.precision)
+        return maps.cpu().numpy(), scores.cpu().numpy()
 
 
 class OnnxBackend:
@@ -153,12 +156,17 @@ def check_backend(kind: str, run: str | Path, onnx_path: str | Path | None = Non
         onnx_file(run, onnx_path, kind)
 
 
-def load_backend(kind: str, run: str | Path, device: str = "auto", onnx_path: str | Path | None = None) -> Backend:
-    """The backend named ``kind`` (torch | onnx | openvino) over run folder ``run``."""
+def load_backend(kind: str, run: str | Path, device: str = "auto", onnx_path: str | Path | None = None,
+                 precision: str = "fp32") -> Backend:
+    """The backend named ``kind`` (torch | onnx | openvino) over run folder ``run``; ``precision`` is the
+    torch backend's (the exported ones carry theirs in the file)."""
+    if kind != "torch" and precision != "fp32":
+        raise ConfigError(f"--precision {precision} is for --backend torch; an exported model's precision is "
+                          "chosen at export (distillad export --fp16 / --quantize)")
     if kind == "torch":
         if onnx_path is not None:
             raise ConfigError("--model-file is only used with --backend onnx or openvino")
-        return TorchBackend(run, device)
+        return TorchBackend(run, device, precision)
     if kind == "onnx":
         return OnnxBackend(run, onnx_path, device)
     if kind == "openvino":
