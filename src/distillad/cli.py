@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_flags import (Parser, add_calibration_flags, add_model_flags, add_run_flags, calibration_settings, parse_grid,
-                        positive_int, tuple_value)
+from .cli_flags import (Parser, add_calibrate_command, add_calibration_flags, add_model_flags, add_precision_flag,
+                        add_run_flags, add_tile_flag, calibration_settings, parse_grid, positive_int, tuple_value)
 from .config import FLAG_PATHS, FOREGROUNDS, config_from_args, dump_config, load_config, peek_model, train_kwargs
 from .errors import ConfigError, DistilladError
 
@@ -38,10 +38,6 @@ _TUNE_HELP = ("Train one run per candidate of --grid (train's flags fix the rest
               "good images vs. their synthetic defects: criterion = mean of image and pixel AUROC; ties go to "
               "the lower validation --tie-loss, then the method's default, then grid order. Test images are "
               "never read. Finished candidates are reused: rerun the same command to resume.")
-
-
-_TILE_HELP = ("predict tile by tile: the image at about N times the run's input size per side, tiles of the input "
-              "size overlapping by half, maps averaged where they overlap (default: 1, untiled)")
 
 
 def _announce(pre: Any) -> None:
@@ -91,19 +87,11 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--layout")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
+    add_tile_flag(e)
     add_calibration_flags(e, "--threshold-method", required=False)
-    _precision_flag(e)
+    add_precision_flag(e)
 
-    c = sub.add_parser("calibrate", help="re-fit a trained run's thresholds on its validation split (no retraining)",
-                       description="Fits the image and pixel thresholds anew on the run's validation good images "
-                                   "(the split recorded in run.json; test images are never read) and rewrites "
-                                   "run.json (atomically, sealed, under the run's lock). Prints the old and new "
-                                   "thresholds. `distillad test` then reports decisions at the new ones.")
-    c.add_argument("--run", required=True)
-    add_calibration_flags(c, "--method", required=True)
-    c.add_argument("--device", default="auto")
-    c.add_argument("--batch-size", type=int, default=16)
+    add_calibrate_command(sub)
 
     p = sub.add_parser("predict", help="score new images with a trained run", epilog=_PREDICT_EPILOG)
     p.add_argument("--run", required=True)
@@ -119,8 +107,8 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier prediction in --out (only the files its predictions.csv lists)")
     p.add_argument("--no-overlays", action="store_true")
-    p.add_argument("--tile", type=int, default=1, metavar="N", help=_TILE_HELP)
-    _precision_flag(p)
+    add_tile_flag(p)
+    add_precision_flag(p)
 
     d = sub.add_parser("demo", help="generate the embedded demo data, train RD, evaluate, draw overlays")
     d.add_argument("--out", default="runs/demo")
@@ -168,7 +156,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("--model-file", "--onnx", dest="onnx",
                    help="exported file for --backend onnx|openvino (default: RUN/model.onnx or RUN/model.xml)")
     v.add_argument("--device", default="auto")
-    _precision_flag(v)
+    add_precision_flag(v)
     v.add_argument("--max-batch", type=int, default=16, help="most images in one forward pass (default: 16)")
     v.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests once it has one (default: 5)")
@@ -187,14 +175,6 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     from .benchmark import add_arguments
     add_arguments(b)
     return ap
-
-
-def _precision_flag(parser: argparse.ArgumentParser) -> None:
-    from .precision import PRECISIONS
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="the networks' precision (maps stay fp32): bf16 needs a CPU with AVX512-BF16/AMX or a "
-                             "GPU, fp16 a GPU or a CPU with AVX512-FP16; refused where it would be emulated "
-                             "(default: fp32; speeds: benchmarks/results/speed.md)")
 
 
 def _version() -> str:

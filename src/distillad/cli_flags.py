@@ -233,3 +233,33 @@ def parse_grid(model: str, items: Sequence[str]) -> dict[str, list[Any]]:
                 msg = str(e) if p.kind == "tuple" else f"invalid {p.kind} value: {w!r}"
                 raise ConfigError(f"--grid {key}: {msg}") from None
     return grid
+
+
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` of test / predict / serve (``distillad.precision``)."""
+    from .precision import PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="the networks' precision (maps stay fp32): bf16 needs a CPU with AVX512-BF16/AMX or a "
+                             "GPU, fp16 a GPU or a CPU with AVX512-FP16; refused where it would be emulated "
+                             "(default: fp32; speeds: benchmarks/results/speed.md)")
+
+
+def add_tile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--tile N`` of test / predict (``distillad.tiling``)."""
+    parser.add_argument("--tile", type=int, default=1, metavar="N",
+                        help="predict tile by tile: the image at about N times the run's input size per side, tiles "
+                             "of the input size overlapping by half, maps averaged where they overlap (default: 1, "
+                             "untiled)")
+
+
+def add_calibrate_command(sub: Any) -> None:
+    """The ``calibrate`` subcommand: re-fit a trained run's thresholds (``calibration.calibrate_run``)."""
+    c = sub.add_parser("calibrate", help="re-fit a trained run's thresholds on its validation split (no retraining)",
+                       description="Fits the image and pixel thresholds anew on the run's validation good images "
+                                   "(the split recorded in run.json; test images are never read) and rewrites "
+                                   "run.json (atomically, sealed, under the run's lock). Prints the old and new "
+                                   "thresholds. `distillad test` then reports decisions at the new ones.")
+    c.add_argument("--run", required=True)
+    add_calibration_flags(c, "--method", required=True)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--batch-size", type=int, default=16)
