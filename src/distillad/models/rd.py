@@ -23,7 +23,7 @@ Two differences from the reference, both no-ops for ResNet teachers at sizes div
   but it is chosen no better on validation images: ``distillad tune --grid decoder_relu=true,false``
   on four categories (validation good images vs. synthetic defects, 10 epochs; the criterion in %):
   transistor 99.1 ± 0.1 vs 99.2 ± 0.0 signed (3 seeds), Magnetic Tile (128 px) 97.3 ± 0.1 vs
-  96.9 ± 1.0 (3 seeds), tire 99.3 vs 99.5, bottle 99.0 vs 99.0 (1 seed): within seed noise, and
+  96.9 ± 1.0 (3 seeds), tire 99.3 ± 0.1 vs 99.5 ± 0.0 (3 seeds), bottle 99.0 vs 99.0 (1 seed): within seed noise, and
   the signed head is less stable (Magnetic Tile test I-AUROC 77.4 ± 4.0 against 83.9 ± 0.5).
   So the reference layout stays the default (evidence and commands: benchmarks/results/defaults.md).
 - At image sizes that are not multiples of 32 (e.g. 225 px) the decoder's stage sizes overshoot
