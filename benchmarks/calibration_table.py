@@ -30,12 +30,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from distillad.calibration import CalibrationSettings, fit_thresholds, validation_good
+from distillad.calibration import CalibrationSettings, fit_thresholds, score_validation, validation_good
 from distillad.checkpoint import atomic_write_bytes, load_run
 from distillad.data import AnomalyDataset, load_samples
+from distillad.data.resize import crop_to_images, run_geometry
 from distillad.engine import infer, resolve_device
 from distillad.metrics import decision_metrics, mask_metrics
-from distillad.validation import synthetic_defects
+from distillad.precision import prepare_for_inference
 
 METHODS = ("sigma", "quantile", "gamma", "synthetic")
 #: (key, column title)
@@ -59,25 +60,26 @@ def evaluate_run(run: str | Path, methods: Sequence[str] = METHODS, k_sigma: flo
     if good is None:
         raise SystemExit(f"{run}: no validation images (val_fraction {spec['data'].get('val_fraction')}): "
                          "nothing to calibrate on")
-    val = infer(model, good, batch_size, str(dev), progress=False)
-    syn = None
-    if "synthetic" in methods:
-        defective, _ = synthetic_defects(good, textures or spec["data"].get("textures"), synthesis)
-        syn = infer(model, defective, batch_size, str(dev), progress=False)  # type: ignore[arg-type]
+    model = prepare_for_inference(model, dev)  # folded once for the three infer calls
+    # the validation scores and maps (cropped to the images' pixels) as training's calibration sees them
+    val = score_validation(model, good, CalibrationSettings("synthetic" if "synthetic" in methods else "sigma",
+                                                            synthesis=synthesis),
+                           batch_size, str(dev), False, textures or spec["data"].get("textures"))
     d = spec["data"]
+    hw, mode = run_geometry(spec)
     test_set = AnomalyDataset(load_samples(d["path"], "test", d.get("category"), d.get("layout")),
-                              image_size=spec["image_size"])
+                              image_size=hw, resize=mode)
     test = infer(model, test_set, batch_size, str(dev), progress=False)
     labels, scores = test["labels"].numpy(), test["scores"].numpy()
-    masks = test["masks"][:, 0].numpy() > 0.5
+    test_maps, test_masks = crop_to_images(test["maps"], test["masks"], test_set)
+    masks = test_masks[:, 0].numpy() > 0.5
     has_masks = bool(masks.any())
-    maps = test["maps"][:, 0].numpy()
+    maps = test_maps[:, 0].numpy()
     stored = dict(spec.get("calibration") or {})
     fits = {f"stored ({stored.get('method', 'sigma')})": stored}
     for m in methods:
         s = CalibrationSettings(m, k_sigma=k_sigma, quantile=quantile, synthesis=synthesis)
-        extra = {} if m != "synthetic" else {"defect_scores": syn["scores"], "defect_maps": syn["maps"],  # type: ignore[index]
-                                             "defect_masks": syn["masks"]}  # type: ignore[index]
+        extra = {k: val[k] for k in ("defect_scores", "defect_maps", "defect_masks")} if m == "synthetic" else {}
         try:
             fits[m] = fit_thresholds(s, val["scores"], val["maps"], **extra)
         except Exception as e:  # noqa: BLE001 - a method that cannot fit here (gamma on non-positive maps) is a row too

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import logging
-import math
 import shutil
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from . import distributed
 from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, finish_run,
                          load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock, write_run_spec)
+from .config import DEFAULTS
 from .data import AnomalyDataset, load_samples, train_val_split
 from .calibration import CalibrationSettings, normalize_scores, refit
 from .calibration import fit as fit_calibration
@@ -85,8 +85,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     out = Path(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: continue the run, or start over")
-    if not isinstance(k_sigma, (int, float)) or isinstance(k_sigma, bool) or not math.isfinite(k_sigma) or k_sigma < 0:
-        raise ConfigError(f"k_sigma must be a finite number >= 0, got {k_sigma!r}")
+    # checks k_sigma, quantile and the thresholds (one message per flag)
     calibration = CalibrationSettings(threshold_method, k_sigma, quantile, threshold, pixel_threshold)
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
@@ -219,8 +218,8 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     return old
 
 
-#: train settings added with the calibration methods; a run.json from before them used these
-_CALIBRATION_DEFAULTS = {"threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None}
+#: train settings added with the calibration methods; a run.json from before them used their defaults
+_CALIBRATION_DEFAULTS = {k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold")}
 
 
 def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,

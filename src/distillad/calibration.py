@@ -195,8 +195,10 @@ def score_validation(model: Any, good: Dataset, settings: CalibrationSettings, b
                      device: str = "auto", progress: bool | None = None, textures: Any = None) -> dict[str, Any]:
     """``fit_thresholds``' keywords for ``settings``: the model's scores and maps of the validation good
     images ``good``, and for ``synthetic`` those of their synthetic defects (their masks too)."""
-    from .engine import infer
     from .data.resize import crop_to_images
+    from .engine import infer, resolve_device
+    from .precision import prepare_for_inference
+    model = prepare_for_inference(model, resolve_device(device))  # folded once for both infer calls
     res = infer(model, good, batch_size, device, progress)
     # pixel values of the images' own pixels only (``pad`` adds padding that no threshold should see)
     out: dict[str, Any] = {"scores": res["scores"], "maps": crop_to_images(res["maps"], res["masks"], good)[0]}

@@ -37,6 +37,7 @@ the image's aspect. ``tile`` > 1 predicts tile by tile (``distillad.tiling``).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -88,13 +89,19 @@ class InputImage:
         return str(p.with_name(p.stem))
 
 
+@functools.lru_cache(maxsize=256)
+def _has_train(root: Path) -> bool:
+    """Whether ``root/train`` is a folder: asked once per dataset root, not once per file."""
+    return (root / "train").is_dir()
+
+
 def label_from_path(path: str | Path) -> tuple[int | None, str]:
     """(label, defect) that the folder layout gives a file (see the module docstring); (None, "") when it
     says nothing. A ``test/<class>/`` folder counts only with a ``train/`` folder beside ``test/``."""
     parts = Path(path).resolve().parts
     for i in range(len(parts) - 3, 0, -1):
         if parts[i] == "test":
-            if not Path(*parts[:i], "train").is_dir():
+            if not _has_train(Path(*parts[:i])):
                 break
             cls = parts[i + 1]
             return (0, "good") if cls in _GOOD_FOLDERS else (1, cls)
@@ -256,6 +263,7 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     check_int("--num-workers", num_workers, minimum=0)
     check_int("--threads", threads, none_ok=True)
     check_tile(tile)
+    _has_train.cache_clear()  # the folders may have changed since an earlier call in this process
     spec = read_run_spec(run)  # its schema check refuses a non-finite threshold
     calib = spec.get("calibration") or {}
     images = collect_inputs(inputs)

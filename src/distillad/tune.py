@@ -47,6 +47,7 @@ from . import api
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_run
 from .config import FLAG_PATHS, Param, config_from_args, model_params
 from .engine import infer, resolve_device
+from .precision import prepare_for_inference
 from .errors import ConfigError
 from .metrics import compute_metrics
 from .registry import create_model
@@ -141,7 +142,8 @@ def score_run(run: str | Path, sets: tuple[Dataset, list, list], device: str = "
     synthetic-defect validation images, the criterion (mean of the two AUROCs), the mean loss terms."""
     good, defective, triplets = sets
     model, _ = load_run(run, resolve_device(device))
-    res = [infer(model, ds, batch_size, device, progress=False) for ds in (good, defective)]  # type: ignore[arg-type]
+    net = prepare_for_inference(model, resolve_device(device))  # folded once; the losses below use ``model``
+    res = [infer(net, ds, batch_size, device, progress=False) for ds in (good, defective)]  # type: ignore[arg-type]
     cat = lambda k: torch.cat([r[k] for r in res])  # noqa: E731
     m = compute_metrics(cat("labels").numpy(), cat("scores").numpy(), cat("masks")[:, 0].numpy() > 0.5,
                         cat("maps")[:, 0].numpy())
