@@ -66,3 +66,32 @@ def test_missing_data_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(distillad.data, "find_data_root", lambda explicit=None: None)
     with pytest.raises(DataError, match="--data"):
         run_benchmark(models=["rd"], seeds=1, epochs=1, out=tmp_path / "o", progress=False)
+
+
+def test_textures_reach_the_synthesizing_methods_only(tmp_path: Path) -> None:
+    """--textures feeds the synthesis of methods that train on synthetic defects (here dtsnet), is part
+    of their request and of results.md; a method without synthesis (rd) trains and is identified as before."""
+    import numpy as np
+    from PIL import Image
+
+    from distillad.demo_data import make_demo_dataset
+
+    with pytest.raises(ConfigError, match="--textures"):
+        BenchmarkConfig(models=["dtsnet"], epochs=1, textures=tmp_path / "missing").resolved()
+    textures = tmp_path / "dtd" / "banded"
+    textures.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(textures / f"t{i}.png")
+    make_demo_dataset(tmp_path / "data", n_train=6, n_test_good=1, n_test_defect=1, size=32, seed=0)
+    res = run_benchmark(models=["rd", "dtsnet"], data=tmp_path / "data", categories=["washer"], seeds=1, epochs=1,
+                        out=tmp_path / "out", image_size=32, batch_size=4, quick=True, progress=False, plots=False,
+                        model_kwargs={"*": {"teacher_weights": "random"}}, timing=(0, 1, 1),
+                        textures=tmp_path / "dtd")
+    runs = {r["model"]: r for r in res["runs"]}
+    spec = {m: json.loads((tmp_path / "out" / r["run_dir"] / "run.json").read_text()) for m, r in runs.items()}
+    assert spec["dtsnet"]["data"]["textures"] == str((tmp_path / "dtd").resolve())
+    assert spec["rd"]["data"]["textures"] is None
+    assert runs["dtsnet"]["request"]["textures"] == str((tmp_path / "dtd").resolve())
+    assert "textures" not in runs["rd"]["request"]
+    assert f"synthetic-defect textures: `{(tmp_path / 'dtd').resolve()}`" in (tmp_path / "out" / "results.md").read_text()

@@ -74,6 +74,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--batch-size", type=int, help="default: each method's paper setting (--quick: 8)")
     p.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher of every method (default {DEFAULT_TEACHER})")
     p.add_argument("--teacher-weights", help="teacher weights file (default: the genuine ImageNet weights)")
+    p.add_argument("--textures", metavar="DIR",
+                   help="texture folder for the methods that train on synthetic defects (dtsnet, dmdd, dskd_fusion), "
+                        "e.g. ../shared/data/dtd/images (default: procedural noise textures)")
     p.add_argument("--set", action="append", metavar="MODEL.KEY=VALUE", dest="set_",
                    help="a method's own keyword (repeatable), value as a Python literal, e.g. rd.lr=0.001, stfpm.combine='sum'")
     p.add_argument("--out", default="runs/benchmark", help="benchmark folder (default runs/benchmark)")
@@ -101,7 +104,7 @@ def config_from_args(args: Any) -> BenchmarkConfig:
         model_kwargs=_parse_set(args.set_), quick=args.quick, device=args.device, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size_for=_parse_sizes(args.image_size_for),
         plots=not args.no_plots, threads=args.threads, report_only=args.report_only,
-        shard=getattr(args, "shard", None))
+        shard=getattr(args, "shard", None), textures=getattr(args, "textures", None))
 
 
 def run_from_args(args: Any) -> dict[str, Any]:

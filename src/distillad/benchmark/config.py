@@ -32,6 +32,8 @@ class BenchmarkConfig:
     ``timing``: (warm-up calls, repeats at batch 1, repeats at batch 16); default by ``quick``.
     ``shard``: (i, n): run only part i of n of the grid (``runner.shard_plan``), for n independent
     workers writing into one ``out``; they write no results.json (``report_only`` merges them).
+    ``textures``: texture folder (DTD's ``images/``) for the methods that train on synthetic defects
+    (``api.train(textures=...)``); None: the synthesis fallback (procedural noise), said in results.md.
     """
 
     models: Sequence[str] = ("rd", "stfpm")
@@ -54,6 +56,7 @@ class BenchmarkConfig:
     report_only: bool = False
     timing: tuple[int, int, int] | None = None
     shard: tuple[int, int] | None = None
+    textures: str | Path | None = None
 
     def resolved(self) -> BenchmarkConfig:
         """A copy with the defaults applied (models a list, seeds a list, epochs, image size, batch
@@ -90,8 +93,11 @@ class BenchmarkConfig:
                 raise ConfigError(f"shard {i}/{n}: expected I/N with N >= 1 and 0 <= I < N (e.g. 0/4)")
             if self.report_only:
                 raise ConfigError("--report-only merges every shard's runs: give it without --shard")
+        textures = None if self.textures is None else str(Path(self.textures).resolve())
+        if textures is not None and not Path(textures).is_dir():
+            raise ConfigError(f"--textures {self.textures}: no such folder (give DTD's images/ folder)")
         return dataclasses.replace(
-            self, models=models, seeds=seed_list, epochs=epochs,
+            self, models=models, textures=textures, seeds=seed_list, epochs=epochs,
             image_size=(64 if self.quick else 256) if self.image_size is None else int(self.image_size),
             batch_size=8 if self.batch_size is None and self.quick else self.batch_size,
             model_kwargs=dict(self.model_kwargs or {}), image_size_for=dict(self.image_size_for or {}),

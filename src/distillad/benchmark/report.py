@@ -37,6 +37,15 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _textures(p: dict[str, Any]) -> str:
+    """The synthesis textures of the methods that train on synthetic defects, when any was benchmarked."""
+    from ..registry import list_models, model_class
+    if not any(m in list_models() and getattr(model_class(m), "synthesis", None) for m in p["models"]):
+        return ""
+    where = p.get("textures")
+    return f"; synthetic-defect textures: `{where}`" if where else "; synthetic-defect textures: procedural noise (no --textures)"
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     p, mach = results["protocol"], results["machine"]
     teachers = ", ".join(f"`{t['name']}` (weights SHA-256 `{t['weights_sha256'][:12]}…`)" for t in p["teachers"])
@@ -48,7 +57,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         "# distillad benchmark" + (" (quick: CI budget, numbers are not meaningful)" if p["quick"] else ""), "",
         f"**Protocol** (the same for every method): teacher {teachers}; image size: {sizes}; "
         f"{p['epochs']} epoch(s); seeds {', '.join(map(str, p['seeds']))}; batch size: {batch}"
-        f"{'; model keywords: ' + kw if kw else ''}. Last-epoch model; thresholds from validation good images; "
+        f"{'; model keywords: ' + kw if kw else ''}{_textures(p)}. Last-epoch model; thresholds from validation good images; "
         "test images touched only for the final metrics.", "",
         f"**Machine**: {mach['cpu']}, {mach['cores']} cores usable (torch threads {mach['torch_threads']})"
         f"{', GPU ' + mach['gpu'] if mach.get('gpu') else ''}, RAM {mach.get('ram_gb')} GB; torch {mach['torch']}; "

@@ -50,11 +50,19 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _synthesizes(model: str) -> bool:
+    """Whether ``model`` trains on synthetic defects (its class declares the paper's synthesis)."""
+    from ..registry import model_class
+    return bool(getattr(model_class(model), "synthesis", None))
+
+
 def _request(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed: int) -> dict[str, Any]:
     """What the benchmark asks of one run (its identity for reuse): model, the requested keywords
     (not the full set run.json records), data, epochs, image size, seed and batch size."""
     req = {"model": model, "model_kwargs": cfg.keywords_for(model), "data": cat["path"], "epochs": cfg.epochs,
            "image_size": cat["image_size"], "seed": seed, "batch_size": cfg.batch_size}
+    if cfg.textures is not None and _synthesizes(model):  # absent otherwise: a method without synthesis is reused
+        req["textures"] = cfg.textures
     return json.loads(json.dumps(_clean(req), sort_keys=True))
 
 
@@ -84,7 +92,7 @@ def _train_and_test(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed:
     try:
         api.train(model, cat["path"], run_dir, epochs=cfg.epochs, batch_size=cfg.batch_size,
                   image_size=cat["image_size"], seed=seed, device=str(dev), resume=True, progress=cfg.progress,
-                  **cfg.keywords_for(model))
+                  textures=cfg.textures if _synthesizes(model) else None, **cfg.keywords_for(model))
     except CheckpointError as e:
         raise CheckpointError(f"{e}\n(benchmark: {cfg.out} holds runs made with other settings; "
                               "choose another --out for these settings)") from None
@@ -178,7 +186,7 @@ def _results(cfg: BenchmarkConfig, cats: list[dict[str, Any]], runs: list[dict[s
             "batch_size_requested": cfg.batch_size,
             "teachers": [{"name": n, "weights_sha256": h} for n, h in teachers],
             "model_kwargs": {m: cfg.keywords_for(m) for m in models}, "quick": bool(cfg.quick),
-            "device": str(dev), "data_root": str(root),
+            "device": str(dev), "data_root": str(root), "textures": cfg.textures,
             "thresholds": "from the validation split of good training images (val_fraction 0.1); "
                           "last-epoch model; test images used only for the final metrics",
             "timing": TIMING_METHOD, "memory": MEMORY_METHOD,
@@ -242,7 +250,37 @@ def _run(cfg: BenchmarkConfig) -> dict[str, Any]:
     if cfg.report_only:
         return _report(cfg, cats, _finished(cfg, plan, say), root, dev, machine)
     # each run writes only inside its own folder, so shards given disjoint parts never write the same file
-    plan = shard_plan(plan, cfg.shard)
+    return _run_plan(cfg, cats, shard_plan(plan, cfg.shard), root, dev, machine, disable)
+
+
+@contextlib.contextmanager
+def _shard_lock(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """One worker per shard: a second worker given the same ``--shard I/N`` and ``--out`` is refused at
+    once (``filelock``: an OS lock, released when its process dies, so a killed worker's shard can rerun)."""
+    if shard is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    from ..outputs import ensure_folder
+    i, n = shard
+    ensure_folder(out / "shards")  # a read-only or full disk: one clear error
+    lock = FileLock(str(out / "shards" / f"shard-{i}-of-{n}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"{out}: shard {i}/{n} is already running in another process (it holds "
+                          f"shards/shard-{i}-of-{n}.lock); give each worker its own --shard I/N") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_plan(cfg: BenchmarkConfig, cats: list[dict[str, Any]], plan: list[Any], root: Path, dev: torch.device,
+              machine: dict[str, Any], disable: bool) -> dict[str, Any]:
+    """Run ``plan`` (this worker's part of the grid) with a progress bar and ETA; report or write the shard file."""
+    from tqdm.auto import tqdm
     bar = tqdm(total=len(plan), desc="benchmark", unit="run", dynamic_ncols=True, disable=disable, position=0,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
     runs, spent, computed = [], 0.0, 0
@@ -283,5 +321,5 @@ def run_benchmark(config: BenchmarkConfig | None = None, /, **fields: Any) -> di
     part i of the grid runs and only ``shards/shard-i-of-n.json`` is written: {"shard", "runs", "file"}."""
     cfg = dataclasses.replace(config, **fields) if config is not None else BenchmarkConfig(**fields)
     cfg = cfg.resolved()
-    with _torch_threads(cfg.threads):
+    with _torch_threads(cfg.threads), _shard_lock(Path(cfg.out), cfg.shard):  # report_only has no shard
         return _run(cfg)
