@@ -256,3 +256,17 @@ def test_train_flags_reach_api_train(monkeypatch, tmp_path):
     assert calls[1]["foreground"] is None and calls[1]["logger"] is None and calls[1]["textures"] is None
     assert calls[1]["epochs"] == model_class("rd").train_defaults["epochs"]
     assert set(calls[1]) - set(model_signature("rd").parameters) - {"resume"} <= set(sig)
+
+
+
+def test_torchrun_hands_predict_its_flags_after_a_double_dash() -> None:
+    """``torchrun ... -m distillad -- predict --run R`` (the README): without ``--`` torchrun reads ``--run``
+    as an abbreviation of its ``--run-path``; with it, distillad gets predict's flags unchanged."""
+    from torch.distributed.run import parse_args as torchrun_args
+
+    from distillad.cli import parse_args
+    with pytest.raises(SystemExit):
+        torchrun_args(["--nproc-per-node", "2", "-m", "distillad", "predict", "--run", "r"])
+    got = torchrun_args(["--nproc-per-node", "2", "-m", "distillad", "--", "predict", "--run", "r", "--out", "o", "x.png"])
+    args = parse_args(got.training_script_args)
+    assert (got.training_script, args.command, args.run, args.out, args.inputs) == ("distillad", "predict", "r", "o", ["x.png"])

@@ -227,3 +227,72 @@ def test_torchrun_killed_rank_fails_the_job_then_resume_finishes_the_same_model(
     a, b = load_weights(out / "model.safetensors"), load_weights(ddp.tmp / "two" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
     assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def _predict_job(rank: int, run: Path, data: Path, tmp: Path) -> dict[str, Any]:
+    """Each rank: predict the test images into pred2; again into it (an earlier prediction: rank 0's
+    OutputError on every rank); then with rank 1's disk "full" (every rank fails, rank 0 leaves nothing)."""
+    import errno
+
+    import distillad.predict as predict_mod
+    from distillad.errors import DistilladError
+
+    writes = _writes_under(tmp) if rank > 0 else []
+    kw = dict(device="cpu", batch_size=1, num_workers=0, progress=False, threads=1)
+    rows = api.predict(run, [data / "test"], tmp / "pred2", **kw)
+    out: dict[str, Any] = {"rows": rows, "writes": list(writes)}
+    try:
+        api.predict(run, [data / "test"], tmp / "pred2", **kw)
+    except DistilladError as e:
+        out["again"] = (type(e).__name__, str(e))
+    if rank == 1:
+        def full(*a: Any, **k: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        predict_mod._run = full  # type: ignore[assignment]  (this forked rank only)
+    try:
+        api.predict(run, [data / "test"], tmp / "pred_full", **kw)
+    except DistilladError as e:
+        out["full"] = (type(e).__name__, str(e))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ddp_predict(ddp: SimpleNamespace) -> SimpleNamespace:
+    run = ddp.tmp / "one"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = api.predict(run, [ddp.data / "test"], ddp.tmp / "pred1", device="cpu", batch_size=1, num_workers=0, threads=1,
+                          progress=False)
+        ranks = _run_ranks(lambda r: _predict_job(r, run, ddp.data, ddp.tmp), ddp.tmp)
+    finally:
+        torch.set_num_threads(threads)
+    return SimpleNamespace(tmp=ddp.tmp, one=one, ranks=ranks)
+
+
+def test_two_ranks_predict_the_one_process_rows_into_one_csv(ddp_predict: SimpleNamespace) -> None:
+    """torchrun predict: the ranks split the images, every rank returns the merged rows, in input order,
+    equal to one process's; rank 0 writes one predictions.csv listing every overlay; rank 1 writes
+    nothing but its overlays, into the staging folder."""
+    one, (r0, r1) = ddp_predict.one, ddp_predict.ranks
+    assert len(one) > WORLD  # both ranks have images
+    for got in (r0["rows"], r1["rows"]):
+        assert [r["path"] for r in got] == [r["path"] for r in one]
+        assert [r["decision"] for r in got] == [r["decision"] for r in one]
+        assert all(abs(a["score"] - b["score"]) <= 1e-5 * max(1.0, abs(b["score"])) for a, b in zip(got, one))
+    pred2 = ddp_predict.tmp / "pred2"
+    csv_text = (pred2 / "predictions.csv").read_text().splitlines()
+    assert len(csv_text) == 1 + len(one) and csv_text[0] == (ddp_predict.tmp / "pred1" / "predictions.csv").read_text().splitlines()[0]
+    assert all((pred2 / r["overlay"]).is_file() for r in r0["rows"])
+    assert not [p for p in pred2.iterdir() if p.name.startswith(".distillad-predict-")]  # the stage is gone
+    assert r1["writes"], "rank 1 predicted nothing"
+    assert all(str(pred2) in p and ".distillad-predict-" in p for p in r1["writes"] if "pred2" in p)
+    assert not [p for p in r1["writes"] if p.endswith("predictions.csv")]
+
+
+def test_an_error_on_one_rank_stops_every_rank_and_leaves_no_prediction(ddp_predict: SimpleNamespace) -> None:
+    r0, r1 = ddp_predict.ranks
+    assert r0["again"][0] == r1["again"][0] == "OutputError" and "holds an earlier prediction" in r1["again"][1]
+    assert r0["full"][0] == "DistilladError" and "rank 1 failed" in r0["full"][1] and "No space left" in r0["full"][1]
+    assert r1["full"][0] == "OutputError" and "no space left on device" in r1["full"][1]
+    assert not (ddp_predict.tmp / "pred_full").exists()  # rank 0 removed its stage and the new empty folder

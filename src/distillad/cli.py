@@ -330,6 +330,9 @@ def _predict(args: argparse.Namespace) -> int:
                        num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads, tile=args.tile,
                        precision=args.precision)
     failed = [r for r in rows if r["error"]]
+    from .distributed import is_main
+    if not is_main():  # under torchrun every rank holds the merged rows; rank 0 reports them
+        return PREDICT_FAILED if failed else 0
     n_bad = sum(r["decision"] == "defective" for r in rows)
     n_good = sum(r["decision"] == "good" for r in rows)
     for r in failed:

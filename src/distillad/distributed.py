@@ -18,6 +18,11 @@ The contract: N ranks train the model one process would train with the same glob
   every module a phase freezes stay in eval mode on every rank, so nothing needs syncing there.
 - Only rank 0 writes the run folder, checkpoints, logs and the progress bar. ``--out`` must be
   on a filesystem every rank sees (``--resume`` reads it on every rank, and checks they agree).
+
+``torchrun ... -m distillad predict`` splits the images instead (``my_share``: every N-th image from
+the rank's index); every rank writes its overlays into one staging folder that rank 0 made in
+``--out``, and rank 0 writes the merged predictions.csv in input order (``gather_shares``). An error
+on any rank (a bad --out on rank 0, a full disk on rank 1) is raised on every rank (``main_first``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from .errors import ConfigError, DistilladError
 
 __all__ = ["launched", "init", "shutdown", "active", "rank", "world_size", "is_main", "barrier", "local_device",
            "check_batch_sizes", "ShardedBatches", "train_loader", "phase_loss", "batch_means", "loss_scale",
-           "sync_batchnorm", "same_on_all_ranks", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
+           "sync_batchnorm", "same_on_all_ranks", "main_first", "my_share", "gather_shares", "TIMEOUT_ENV",
+           "DEFAULT_TIMEOUT_S"]
 
 TIMEOUT_ENV = "DISTILLAD_DIST_TIMEOUT"  # seconds a collective waits for the other ranks
 DEFAULT_TIMEOUT_S = 300
@@ -297,3 +303,63 @@ def sync_batchnorm(model: nn.Module, device: torch.device, exclude: str = "teach
             m.__class__ = cls
             del m.process_group
     return undo
+
+
+# ------------------------------------------------------------------------- inference (predict)
+
+def _relay(errors: list[tuple[int, type, str] | None]) -> None:
+    """Raise, on every rank, the first rank's error of ``errors`` (by rank); DistilladError kinds keep
+    their class (a one-line message for the CLI), anything else becomes a DistilladError naming its rank."""
+    failed = next((e for e in errors if e is not None), None)
+    if failed is None:
+        return
+    r, cls, msg = failed
+    if isinstance(cls, type) and issubclass(cls, DistilladError):
+        raise cls(msg if r == rank() else f"{msg} (on rank {r})")
+    raise DistilladError(f"rank {r} failed: {cls.__name__}: {msg}")
+
+
+def main_first(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only and return its result on every rank; when it raises, every rank raises
+    (rank 0 its own exception), so no rank goes on alone or waits for a peer that stopped. One process: ``fn()``."""
+    if not active():
+        return fn()
+    box: list[Any] = [None]
+    error: BaseException | None = None
+    if is_main():
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # relayed, then re-raised here below
+            error, box[0] = e, ("error", type(e), str(e))
+    dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    if box[0][0] == "error":
+        _relay([(0, box[0][1], box[0][2])])
+    return box[0][1]
+
+
+def my_share(n: int) -> range:
+    """The indices of ``n`` items this rank handles: every world-th from its rank (an interleaved split,
+    so the ranks get similar mixes of a folder ordered by class); one process: all of them."""
+    return range(rank(), n, world_size())
+
+
+def gather_shares(mine: list[Any] | BaseException, n: int) -> list[Any]:
+    """Every rank's results for ``my_share(n)`` merged in item order, on every rank. ``mine`` is this
+    rank's list, or the exception that stopped it: then every rank raises (this one its own exception)."""
+    if not active():
+        if isinstance(mine, BaseException):
+            raise mine
+        return list(mine)
+    got: list[Any] = [None] * world_size()
+    failed = isinstance(mine, BaseException)
+    dist.all_gather_object(got, ("error", type(mine), str(mine)) if failed else ("ok", mine))
+    if failed:
+        raise mine  # type: ignore[misc]
+    _relay([(r, p[1], p[2]) if p[0] == "error" else None for r, p in enumerate(got)])
+    merged: list[Any] = [None] * n
+    for r, (_, items) in enumerate(got):
+        for j, item in enumerate(items):
+            merged[r + j * world_size()] = item
+    return merged

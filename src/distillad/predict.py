@@ -13,7 +13,8 @@ with its error and no decision; the other files are still predicted (the CLI exi
 
 Images are fitted as the run's ``data.resize`` says (``distillad.data.resize``); under ``pad`` the
 map is cropped back to the image's region before the overlay and the mask are drawn, so both keep
-the image's aspect. ``tile`` > 1 predicts tile by tile (``distillad.tiling``).
+the image's aspect. ``tile`` > 1 predicts tile by tile (``distillad.tiling``). Under ``torchrun`` the
+ranks split the images and rank 0 writes the one predictions.csv (``distillad.distributed``).
 
 ``predictions.csv``, one row per input, in input order:
 
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .checkpoint import atomic_write_bytes, load_run, read_run_spec
 from .data.io import IMAGE_EXTENSIONS, is_image_file, load_image
 from .calibration import normalize_scores
@@ -267,41 +269,55 @@ def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Pat
     spec = read_run_spec(run)  # its schema check refuses a non-finite threshold
     calib = spec.get("calibration") or {}
     images = collect_inputs(inputs)
-    dev = resolve_device(device)
+    dev = distributed.init(resolve_device(device))  # under torchrun: this rank's device, the ranks joined
     check_precision(precision, dev)
     created = not out.exists()
-    old = prepare_output(out, inputs, images, run, overwrite)
-    stage: Path | None = None
+    # rank 0 checks --out and makes the staging folder every rank writes into (the module docstring)
+    old, stage = distributed.main_first(lambda: _prepare(out, inputs, images, run, overwrite))
     try:
-        model, spec = load_run(run, dev)
-        model = prepare_for_inference(model, dev)
         try:
-            stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+            mine = [images[i] for i in distributed.my_share(len(images))]
+            model, spec = load_run(run, dev)
+            model = prepare_for_inference(model, dev)
             n_threads = torch.get_num_threads()
             torch.set_num_threads(threads or _default_threads(num_workers))
             try:
                 hw, mode = run_geometry(spec)
                 if tile > 1:
                     model = TiledModel(model, hw, batch_size)
-                rows = _run(model, tiled_size(hw, tile), mode, dev, images, stage, batch_size, overlays, progress,
-                            num_workers, calib, precision)
+                share: list[dict[str, Any]] | Exception = _run(
+                    model, tiled_size(hw, tile), mode, dev, mine, stage, batch_size, overlays,
+                    progress if distributed.is_main() else False, num_workers, calib, precision)
             finally:
                 torch.set_num_threads(n_threads)
-            _publish(out, stage, rows, old)
-        except OSError as e:
-            raise write_failed(out, e) from None
+        except Exception as e:  # noqa: BLE001  (raised again below, on every rank)
+            share = e
+        rows = distributed.gather_shares(share, len(images))
+        distributed.main_first(lambda: _publish(out, stage, rows, old))
+    except OSError as e:
+        raise write_failed(out, e) from None
     finally:
-        if stage is not None:
+        if distributed.is_main():
             shutil.rmtree(stage, ignore_errors=True)
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a failed first prediction leaves no empty folder behind
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # a failed first prediction leaves no empty folder behind
     return rows
 
 
+def _prepare(out: Path, inputs: Sequence[str | Path], images: Sequence[InputImage], run: Path,
+             overwrite: bool) -> tuple[list[Path], Path]:
+    """``prepare_output``, then the hidden staging folder in ``out``: (earlier prediction's files, stage)."""
+    old = prepare_output(out, inputs, images, run, overwrite)
+    try:
+        return old, Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    except OSError as e:
+        raise write_failed(out, e) from None
+
+
 def _default_threads(num_workers: int) -> int:
-    """Usable cores minus the decoding workers, at least 1."""
+    """Usable cores (shared by torchrun's ranks on this machine) minus the decoding workers, at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - num_workers)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - num_workers)
 
 
 def _run(model: torch.nn.Module, size: tuple[int, int], resize: str, dev: torch.device, images: list[InputImage],
