@@ -80,7 +80,10 @@ def test_health_ready_model_page_and_docs(client, serve_run):
     assert info["versions"]["serving"]["distillad"] and info["serving"]["backend"] == "torch"
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and 'id="drop"' in page.text
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static-offline-docs/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    js = client.get("/static-offline-docs/swagger-ui-bundle.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"] and len(js.content) > 100_000
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/predict/batch", "/v1/model", "/healthz", "/readyz"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/predict"]["post"]["requestBody"]["content"]

@@ -102,3 +102,29 @@ def test_page_uploads_an_image_and_shows_score_and_overlay(server: str, data_roo
     assert decision == ("defective" if expected["is_anomalous"] else "good")
     assert size == [expected["width"], expected["height"]]  # drawn over the uploaded image, at its size
     assert error == "" and shot.stat().st_size > 10_000
+
+
+def test_docs_page_renders_offline_from_served_assets(server: str):
+    """/docs draws Swagger UI from files this server serves: every request outside it is aborted (as on
+    an offline line machine), and the page still lists the API's routes."""
+    browser_path = _chromium()
+    outside: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True)
+        try:
+            page = browser.new_page()
+
+            def only_local(route) -> None:
+                if route.request.url.startswith(server):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+            page.route("**/*", only_local)
+            page.goto(server + "/docs")
+            page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+            text = page.inner_text(".swagger-ui")
+        finally:
+            browser.close()
+    assert "/v1/predict" in text and "distillad serve" in text
+    assert not outside, f"/docs fetched from outside the server: {outside}"

@@ -219,6 +219,17 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
                    "--data-binary @FILE, or -F file=@FILE)")
 
 
+def _app_class() -> Any:
+    """``FastAPIOffline`` (package ``fastapi-offline``): FastAPI whose /docs and /redoc pages load Swagger UI
+    and ReDoc from files this server serves, since a line machine is often offline; FastAPI's own pages,
+    which load them from a CDN, without the package."""
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:
+        return FastAPI
+    return FastAPIOffline
+
+
 def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None = None,
                on_load_error: Callable[[str], None] | None = None) -> FastAPI:
     """The application over ``cfg.run``; ``backend_factory`` replaces ``load_backend`` (tests);
@@ -235,7 +246,7 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
         await svc.close()
 
     from .. import __version__
-    app = FastAPI(title="distillad serve", version=__version__, lifespan=lifespan,
+    app = _app_class()(title="distillad serve", version=__version__, lifespan=lifespan,
                   description=f"Anomaly scores, decisions and defect maps of the run {Path(cfg.run).name} "
                               f"({svc.spec['method']}).")
     app.state.service = svc
@@ -347,3 +358,4 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
         return await run_predict(request, mask, heatmap, batch=True)
 
     return app
+
