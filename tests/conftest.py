@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("DISTILLAD_PROGRESS", "0")  # no progress bars in test logs
 os.environ.setdefault("DISTILLAD_OFFLINE", "1")  # never touch the network
+# caches (converted datasets, foreground masks) go to a folder of this session, not the user's home
+os.environ.setdefault("DISTILLAD_CACHE", tempfile.mkdtemp(prefix="distillad-test-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -354,3 +354,28 @@ def test_preview_cli(tmp_path):
                  "--foreground", "otsu", "-n", "3"]) == 0
     assert (tmp_path / "g.png").is_file()
     assert main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_a_methods_synthetic_set_reuses_foregrounds_across_runs(tmp_path, monkeypatch, caplog):
+    """``synthetic_train_set`` caches masks under DISTILLAD_CACHE, so the next run on the same files skips
+    GrabCut; a cache that cannot be written only warns, and training data is the same."""
+    from distillad.data import AnomalyDataset, load_samples
+    from distillad.demo_data import make_demo_dataset
+    from distillad.registry import create_model
+
+    data = make_demo_dataset(tmp_path / "data", n_train=3, n_test_good=1, n_test_defect=1, size=32, seed=0)
+    base = AnomalyDataset(load_samples(data, "train"), image_size=32)
+    net = create_model("dtsnet", teacher_weights="random")
+    monkeypatch.setenv("DISTILLAD_CACHE", str(tmp_path / "cache"))
+    first = net.synthetic_train_set(base, seed=0)
+    second = net.synthetic_train_set(base, seed=0)
+    assert first.foregrounds.computed == len(base) and second.foregrounds.computed == 0
+    assert len(list((tmp_path / "cache" / "foregrounds").glob("*.png"))) == len(base)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DISTILLAD_CACHE", str(blocked))
+    with caplog.at_level("WARNING", logger="distillad"):
+        third = net.synthetic_train_set(base, seed=0)
+    assert third.foregrounds.computed == len(base) and "not writable" in caplog.text
+    for i in range(len(base)):
+        np.testing.assert_array_equal(third.foreground_of(i), first.foreground_of(i))

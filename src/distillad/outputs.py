@@ -63,3 +63,9 @@ def write_failed(path: str | Path, e: OSError, flag: str = "--out") -> OutputErr
     hint = ("; nothing was replaced (an earlier version of the file is kept): free some space and run again"
             if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
     return OutputError(f"{flag + ' ' if flag else ''}{path}: cannot write ({why}){hint}")
+
+
+def cache_root() -> Path:
+    """Where distillad keeps what it can recompute (converted datasets, foreground masks): env
+    ``DISTILLAD_CACHE``, else ``~/.cache/distillad``."""
+    return Path(os.environ.get("DISTILLAD_CACHE") or "~/.cache/distillad").expanduser()

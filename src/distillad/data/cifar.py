@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 import cv2
 import numpy as np
 
+from ..outputs import cache_root
 from ..errors import DataError
 from .samples import Sample, _check_split, _list_images, _sorted
 
@@ -202,11 +203,6 @@ def _read_names(form: str, folder: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the PNG cache
-def cache_root() -> Path:
-    """Where converted datasets go: env ``DISTILLAD_CACHE``, else ``~/.cache/distillad``."""
-    return Path(os.environ.get("DISTILLAD_CACHE") or "~/.cache/distillad").expanduser()
-
-
 def _digest(form: str, folder: Path) -> str:
     h = hashlib.sha256(f"{_CONVERTER}\0{form}\0".encode())
     for name in _FILES[form]:

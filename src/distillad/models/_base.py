@@ -102,11 +102,14 @@ class DistillationModel(nn.Module):
         """Wrap the normal training set so that items carry ``anomalous`` and ``mask`` (the paper's synthesis).
 
         ``textures`` (a folder, a ``TextureSource`` or None) and ``foreground`` (None: the paper's) are
-        the run's data settings."""
+        the run's data settings. Foreground masks are cached in ``cache_root()/foregrounds``, keyed by
+        the image file's SHA-256, the method and the size, so the next run on the same images skips GrabCut."""
+        from ..outputs import cache_root
         from ..synthesis import SyntheticAnomalyDataset
         kw = dict(self.synthesis)
         fg = foreground if foreground is not None else kw.pop("foreground", "none")
         kw.pop("foreground", None)
+        kw.setdefault("cache_dir", cache_root() / "foregrounds")
         return SyntheticAnomalyDataset(base, textures=textures, foreground=fg, seed=seed, **kw)
 
     def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:

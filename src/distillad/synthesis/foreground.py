@@ -143,7 +143,12 @@ class ForegroundCache:
         fg = foreground_mask(_to_uint8(image), self.method, **self.options)
         self.computed += 1
         if file is not None:
-            _write_png_atomic(file, fg.astype(np.uint8) * 255)
+            try:
+                _write_png_atomic(file, fg.astype(np.uint8) * 255)
+            except OSError as e:  # a cache is an optimisation: a read-only or full disk only costs time
+                logger.warning("foreground cache %s not writable (%s); masks are kept in memory only",
+                               self.cache_dir, e.strerror or e)
+                self.cache_dir = None
         return fg
 
 
