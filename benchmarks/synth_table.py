@@ -1,0 +1,93 @@
+"""Methods beside RD from one or more ``distillad benchmark`` results.json files (trains nothing).
+
+Runs are matched by (category, model, seed); the first file that has a run wins. Runs from different
+files are compared only when their requests agree on what decides the numbers (teacher and its
+weights, epochs, image size); otherwise the script stops and says which. Quality: mean ± sample std
+over seeds, and Δ vs RD paired by seed (same seed → same validation split, data order, initialisation)
+with the number of shared seeds; cost (s/epoch, img/s at batch 1) as a ratio to RD only where both
+come from the same file, i.e. were measured under the same conditions.
+
+    .venv/bin/python benchmarks/synth_table.py NEW/results.json benchmarks/results/main/results.json \
+        --models dtsnet,dmdd,dskd_fusion > benchmarks/results/synth_main.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"))
+
+
+def load(files: list[Path]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """{(category, model, seed): run record + its source file}, first file first."""
+    runs: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for i, f in enumerate(files):
+        for r in json.loads(f.read_text())["runs"]:
+            runs.setdefault((r["category"], r["model"], r["seed"]), {**r, "_file": i})
+    return runs
+
+
+def _identity(r: dict[str, Any]) -> tuple:
+    req = r["request"]
+    return (r["teacher"]["name"], r["teacher"]["weights_sha256"], req["epochs"], req["image_size"])
+
+
+def _ms(v: list[float]) -> str:
+    if not v:
+        return "–"
+    return f"{v[0]:.1f}" if len(v) == 1 else f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}"
+
+
+def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], models: list[str],
+           base: str = "rd") -> str:
+    cats = sorted({c for c, _, _ in runs})
+    out = ["| category | model | seeds | " + " | ".join(n for _, n in METRICS) + " | "
+           + " | ".join(f"Δ{n} vs {base}" for _, n in METRICS) + f" | s/epoch (× {base}) | img/s b1 (× {base}) | file |",
+           "|" + "---|" * (6 + 2 * len(METRICS))]
+    for c in cats:
+        ref = {s: r for (cc, m, s), r in runs.items() if cc == c and m == base}
+        for m in [base, *models]:
+            mine = {s: r for (cc, mm, s), r in runs.items() if cc == c and mm == m}
+            if not mine:
+                continue
+            ids = {_identity(r) for r in [*mine.values(), *ref.values()]}
+            if len(ids) > 1:
+                sys.exit(f"{c}: the {base} and {m} runs differ in teacher, epochs or image size: {sorted(ids)}")
+            seeds = sorted(mine)
+            cells = [_ms([100 * mine[s]["metrics"][k] for s in seeds]) for k, _ in METRICS]
+            shared = sorted(set(seeds) & set(ref))
+            if m == base:
+                deltas = ["" for _ in METRICS]
+            else:
+                deltas = [(f"{statistics.mean(100 * (mine[s]['metrics'][k] - ref[s]['metrics'][k]) for s in shared):+.1f}"
+                           f" (n={len(shared)})") if shared else "–" for k, _ in METRICS]
+            same_file = [s for s in shared if mine[s]["_file"] == ref[s]["_file"]]
+            cost = []
+            for key in ("seconds_per_epoch", "images_per_s_b1"):
+                mean = statistics.mean(mine[s]["timing"][key] for s in seeds)
+                ratio = (statistics.mean(mine[s]["timing"][key] for s in same_file)
+                         / statistics.mean(ref[s]["timing"][key] for s in same_file)) if same_file else None
+                cost.append(f"{mean:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None and m != base else ""))
+            src = ",".join(sorted({str(mine[s]["_file"]) for s in seeds}))
+            out.append(f"| {c} | {m} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | "
+                       + " | ".join(deltas) + f" | {cost[0]} | {cost[1]} | {src} |")
+    legend = "; ".join(f"file {i}: `{f}`" for i, f in enumerate(files))
+    return "\n".join(out) + f"\n\nMetrics in %. {legend}.\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", nargs="+", type=Path)
+    ap.add_argument("--models", default="dtsnet,dmdd,dskd_fusion")
+    ap.add_argument("--base", default="rd")
+    args = ap.parse_args()
+    print(render(load(args.results), args.results, args.models.split(","), args.base), end="")
+
+
+if __name__ == "__main__":
+    main()
