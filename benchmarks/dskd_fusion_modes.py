@@ -1,0 +1,51 @@
+"""DSKD-fusion's map combinations (Tables 4–5: forward only, reverse only, manual 1:3, learned) on one
+finished run's test split, without retraining: the same trained students, only ``fusion_mode`` changes.
+An ablation on test images for reporting, not a selection (the default stays the paper's "learned").
+
+    .venv/bin/python benchmarks/dskd_fusion_modes.py RUN [RUN ...] > benchmarks/results/dskd_fusion_modes.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from distillad.api import _test_set  # noqa: E402
+from distillad.checkpoint import load_run  # noqa: E402
+from distillad.data.resize import crop_to_images  # noqa: E402
+from distillad.engine import infer  # noqa: E402
+from distillad.metrics import aupro, image_auroc, pixel_auroc  # noqa: E402
+
+# (fusion_mode, manual_weights (w_f, w_r)); one student alone = manual with the other's weight 0
+MODES = {"learned": ("learned", None), "manual 1:3": ("manual", (1.0, 3.0)),
+         "forward only": ("manual", (1.0, 0.0)), "reverse only": ("manual", (0.0, 1.0))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print("| run | fusion | I-AUROC | P-AUROC | AUPRO@0.3 |\n|---|---|---|---|---|")
+    for run in args.runs:
+        model, spec = load_run(run, torch.device("cpu"))
+        ds = _test_set(spec, None, None, None, 1)
+        for name, (mode, weights) in MODES.items():
+            model.fusion_mode = mode
+            if weights is not None:
+                model.manual_weights = weights
+            res = infer(model, ds, 16, "cpu", False)
+            maps, masks = crop_to_images(res["maps"], res["masks"], ds)
+            m, s = masks[:, 0].numpy() > 0.5, maps[:, 0].numpy()
+            print(f"| {run} | {name} | {100 * image_auroc(res['labels'].numpy(), res['scores'].numpy()):.1f} | "
+                  f"{100 * pixel_auroc(m, s):.1f} | {100 * aupro(m, s):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
