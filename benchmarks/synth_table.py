@@ -43,6 +43,18 @@ def _ms(v: list[float]) -> str:
     return f"{v[0]:.1f}" if len(v) == 1 else f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}"
 
 
+def _delta(d: list[float]) -> str:
+    """Mean paired difference, n, and the two-sided paired t-test p where n >= 2 and the differences vary."""
+    if not d:
+        return "–"
+    text = f"{statistics.mean(d):+.1f} (n={len(d)}"
+    if len(d) >= 2 and statistics.stdev(d) > 0:
+        from scipy import stats
+        t = statistics.mean(d) / (statistics.stdev(d) / len(d) ** 0.5)
+        text += f", p={2 * stats.t.sf(abs(t), len(d) - 1):.3f}"
+    return text + ")"
+
+
 def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], models: list[str],
            base: str = "rd") -> str:
     cats = sorted({c for c, _, _ in runs})
@@ -64,8 +76,7 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
             if m == base:
                 deltas = ["" for _ in METRICS]
             else:
-                deltas = [(f"{statistics.mean(100 * (mine[s]['metrics'][k] - ref[s]['metrics'][k]) for s in shared):+.1f}"
-                           f" (n={len(shared)})") if shared else "–" for k, _ in METRICS]
+                deltas = [_delta([100 * (mine[s]["metrics"][k] - ref[s]["metrics"][k]) for s in shared]) for k, _ in METRICS]
             same_file = [s for s in shared if mine[s]["_file"] == ref[s]["_file"]]
             cost = []
             for key in ("seconds_per_epoch", "images_per_s_b1"):
@@ -77,7 +88,8 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
             out.append(f"| {c} | {m} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | "
                        + " | ".join(deltas) + f" | {cost[0]} | {cost[1]} | {src} |")
     legend = "; ".join(f"file {i}: `{f}`" for i, f in enumerate(files))
-    return "\n".join(out) + f"\n\nMetrics in %. {legend}.\n"
+    return "\n".join(out) + (f"\n\nMetrics in %. Δ: mean of the per-seed differences (n shared seeds; p: two-sided "
+                              f"paired t-test, shown where n ≥ 2). {legend}.\n")
 
 
 def main() -> None:
