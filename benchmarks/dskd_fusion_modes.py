@@ -3,6 +3,9 @@ finished run's test split, without retraining: the same trained students, only `
 An ablation on test images for reporting, not a selection (the default stays the paper's "learned").
 
     .venv/bin/python benchmarks/dskd_fusion_modes.py RUN [RUN ...] > benchmarks/results/dskd_fusion_modes.md
+
+``--validation``: the same on the run's validation split instead (its held-out good images and the
+``distillad tune`` synthetic defects made from them, preset draem): the numbers a choice may use.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from distillad.checkpoint import load_run  # noqa: E402
 from distillad.data.resize import crop_to_images  # noqa: E402
 from distillad.engine import infer  # noqa: E402
 from distillad.metrics import aupro, image_auroc, pixel_auroc  # noqa: E402
+from distillad.validation import validation_sets  # noqa: E402
 
 # (fusion_mode, manual_weights (w_f, w_r)); one student alone = manual with the other's weight 0
 MODES = {"learned": ("learned", None), "manual 1:3": ("manual", (1.0, 3.0)),
@@ -30,18 +34,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--validation", action="store_true", help="validation images + synthetic defects, not test")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print("| run | fusion | I-AUROC | P-AUROC | AUPRO@0.3 |\n|---|---|---|---|---|")
     for run in args.runs:
         model, spec = load_run(run, torch.device("cpu"))
-        ds = _test_set(spec, None, None, None, 1)
+        if args.validation:
+            good, defective, _ = validation_sets(spec)
+            sets = [good, defective]
+        else:
+            sets = [_test_set(spec, None, None, None, 1)]
         for name, (mode, weights) in MODES.items():
             model.fusion_mode = mode
             if weights is not None:
                 model.manual_weights = weights
-            res = infer(model, ds, 16, "cpu", False)
-            maps, masks = crop_to_images(res["maps"], res["masks"], ds)
+            parts = [infer(model, ds, 16, "cpu", False) for ds in sets]
+            res = {k: torch.cat([r[k] for r in parts]) for k in ("labels", "scores", "maps", "masks")}
+            if args.validation:
+                maps, masks = res["maps"], res["masks"]
+            else:
+                maps, masks = crop_to_images(res["maps"], res["masks"], sets[0])
             m, s = masks[:, 0].numpy() > 0.5, maps[:, 0].numpy()
             print(f"| {run} | {name} | {100 * image_auroc(res['labels'].numpy(), res['scores'].numpy()):.1f} | "
                   f"{100 * pixel_auroc(m, s):.1f} | {100 * aupro(m, s):.1f} |", flush=True)
