@@ -21,6 +21,8 @@ $B --categories mvtec3d/tire        --image-size 256 --models dtsnet --seeds 1
 $B --categories mvtec_ad/bottle     --image-size 256 --models dtsnet --seeds 1
 $B --categories mvtec_ad/transistor --image-size 256 --models dtsnet --seeds 2
 $B --categories magnetic_tile       --image-size 128 --models dtsnet --seeds 3
+$B --categories mvtec3d/tire        --image-size 256 --models dtsnet --seeds 2
+$B --categories mvtec_ad/bottle     --image-size 256 --models dtsnet --seeds 2
 # not run for lack of time (dmdd ≈ 50 min and dskd_fusion ≈ 60 min a run at 256 px on one core):
 #   dmdd and dskd_fusion on tire and bottle, seeds 1-2 of dmdd and dskd_fusion everywhere.
 # aggregate (trains nothing; a run not finished is left out and said so):
