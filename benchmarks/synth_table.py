@@ -4,7 +4,7 @@ Runs are matched by (category, model, seed); the first file that has a run wins.
 files are compared only when their requests agree on what decides the numbers (teacher and its
 weights, epochs, image size); otherwise the script stops and says which. Quality: mean ± sample std
 over seeds, and Δ vs RD paired by seed (same seed → same validation split, data order, initialisation)
-with the number of shared seeds; cost (s/epoch, img/s at batch 1) as a ratio to RD only where both
+with the number of shared seeds; cost (whole training in minutes, img/s at batch 1) as a ratio to RD only where both
 come from the same file, i.e. were measured under the same conditions.
 
     .venv/bin/python benchmarks/synth_table.py NEW/results.json benchmarks/results/main/results.json \
@@ -59,7 +59,7 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
            base: str = "rd") -> str:
     cats = sorted({c for c, _, _ in runs})
     out = ["| category | model | seeds | " + " | ".join(n for _, n in METRICS) + " | "
-           + " | ".join(f"Δ{n} vs {base}" for _, n in METRICS) + f" | s/epoch (× {base}) | img/s b1 (× {base}) | file |",
+           + " | ".join(f"Δ{n} vs {base}" for _, n in METRICS) + f" | train min (× {base}) | img/s b1 (× {base}) | file |",
            "|" + "---|" * (6 + 2 * len(METRICS))]
     for c in cats:
         ref = {s: r for (cc, m, s), r in runs.items() if cc == c and m == base}
@@ -79,8 +79,9 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
                 deltas = [_delta([100 * (mine[s]["metrics"][k] - ref[s]["metrics"][k]) for s in shared]) for k, _ in METRICS]
             same_file = [s for s in shared if mine[s]["_file"] == ref[s]["_file"]]
             cost = []
-            for key in ("seconds_per_epoch", "images_per_s_b1"):
-                mean = statistics.mean(mine[s]["timing"][key] for s in seeds)
+            for key in ("train_seconds_total", "images_per_s_b1"):  # whole training: a method's phases differ
+                scale = 1 / 60 if key == "train_seconds_total" else 1.0
+                mean = statistics.mean(mine[s]["timing"][key] for s in seeds) * scale
                 ratio = (statistics.mean(mine[s]["timing"][key] for s in same_file)
                          / statistics.mean(ref[s]["timing"][key] for s in same_file)) if same_file else None
                 cost.append(f"{mean:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None and m != base else ""))
