@@ -22,7 +22,7 @@ from distillad.api import _test_set  # noqa: E402
 from distillad.checkpoint import load_run  # noqa: E402
 from distillad.data.resize import crop_to_images  # noqa: E402
 from distillad.engine import infer  # noqa: E402
-from distillad.metrics import aupro, image_auroc, pixel_auroc  # noqa: E402
+from distillad.metrics import compute_metrics  # noqa: E402
 from distillad.validation import validation_sets  # noqa: E402
 
 # (fusion_mode, manual_weights (w_f, w_r)); one student alone = manual with the other's weight 0
@@ -55,9 +55,10 @@ def main() -> None:
                 maps, masks = res["maps"], res["masks"]
             else:
                 maps, masks = crop_to_images(res["maps"], res["masks"], sets[0])
-            m, s = masks[:, 0].numpy() > 0.5, maps[:, 0].numpy()
-            print(f"| {run} | {name} | {100 * image_auroc(res['labels'].numpy(), res['scores'].numpy()):.1f} | "
-                  f"{100 * pixel_auroc(m, s):.1f} | {100 * aupro(m, s):.1f} |", flush=True)
+            m = compute_metrics(res["labels"].numpy(), res["scores"].numpy(), masks[:, 0].numpy() > 0.5,
+                                maps[:, 0].numpy())
+            print(f"| {run} | {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "aupro"))
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from paired import paired_stats  # benchmarks/ is on sys.path when this script runs
 
 METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"))
 
@@ -43,16 +46,13 @@ def _ms(v: list[float]) -> str:
     return f"{v[0]:.1f}" if len(v) == 1 else f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}"
 
 
-def _delta(d: list[float]) -> str:
-    """Mean paired difference, n, and the two-sided paired t-test p where n >= 2 and the differences vary."""
-    if not d:
+def _delta(a: dict[int, float], b: dict[int, float]) -> str:
+    """Mean paired difference b − a over the shared seeds, n, and the paired t-test p (``paired.py``) where n >= 2."""
+    st = paired_stats(a, b)
+    if st["n"] == 0:
         return "–"
-    text = f"{statistics.mean(d):+.1f} (n={len(d)}"
-    if len(d) >= 2 and statistics.stdev(d) > 0:
-        from scipy import stats
-        t = statistics.mean(d) / (statistics.stdev(d) / len(d) ** 0.5)
-        text += f", p={2 * stats.t.sf(abs(t), len(d) - 1):.3f}"
-    return text + ")"
+    p = f", p={st['p']:.3f}" if st["n"] >= 2 and math.isfinite(st["p"]) else ""
+    return f"{st['diff']:+.1f} (n={st['n']}{p})"
 
 
 def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], models: list[str],
@@ -76,7 +76,8 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
             if m == base:
                 deltas = ["" for _ in METRICS]
             else:
-                deltas = [_delta([100 * (mine[s]["metrics"][k] - ref[s]["metrics"][k]) for s in shared]) for k, _ in METRICS]
+                deltas = [_delta({s: 100 * ref[s]["metrics"][k] for s in shared},
+                                 {s: 100 * mine[s]["metrics"][k] for s in shared}) for k, _ in METRICS]
             same_file = [s for s in shared if mine[s]["_file"] == ref[s]["_file"]]
             cost = []
             for key in ("train_seconds_total", "images_per_s_b1"):  # whole training: a method's phases differ

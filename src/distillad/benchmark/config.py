@@ -12,9 +12,15 @@ import numpy as np
 from ..errors import ConfigError
 from .measure import FULL_TIMING, QUICK_TIMING
 
-__all__ = ["BenchmarkConfig", "DEFAULT_TEACHER"]
+__all__ = ["BenchmarkConfig", "DEFAULT_TEACHER", "synthesizes"]
 
 DEFAULT_TEACHER = "efficientnet_lite0"
+
+
+def synthesizes(model: str) -> bool:
+    """Whether ``model`` trains on synthetic defects (its class declares the paper's synthesis)."""
+    from ..registry import model_class
+    return bool(getattr(model_class(model), "synthesis", None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +108,10 @@ class BenchmarkConfig:
             batch_size=8 if self.batch_size is None and self.quick else self.batch_size,
             model_kwargs=dict(self.model_kwargs or {}), image_size_for=dict(self.image_size_for or {}),
             timing=self.timing or (QUICK_TIMING if self.quick else FULL_TIMING))
+
+    def textures_for(self, model: str) -> str | None:
+        """The texture folder ``model`` trains with: ``textures`` for a method with synthesis, else None."""
+        return self.textures if self.textures is not None and synthesizes(model) else None  # type: ignore[return-value]
 
     def keywords_for(self, model: str) -> dict[str, Any]:
         """The keywords ``model`` is built with: teacher, teacher weights, then ``"*"``, then its own."""

@@ -39,8 +39,9 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 def _textures(p: dict[str, Any]) -> str:
     """The synthesis textures of the methods that train on synthetic defects, when any was benchmarked."""
-    from ..registry import list_models, model_class
-    if not any(m in list_models() and getattr(model_class(m), "synthesis", None) for m in p["models"]):
+    from ..registry import list_models
+    from .config import synthesizes
+    if not any(m in list_models() and synthesizes(m) for m in p["models"]):
         return ""
     where = p.get("textures")
     return f"; synthetic-defect textures: `{where}`" if where else "; synthetic-defect textures: procedural noise (no --textures)"

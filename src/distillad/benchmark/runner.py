@@ -50,19 +50,13 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _synthesizes(model: str) -> bool:
-    """Whether ``model`` trains on synthetic defects (its class declares the paper's synthesis)."""
-    from ..registry import model_class
-    return bool(getattr(model_class(model), "synthesis", None))
-
-
 def _request(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed: int) -> dict[str, Any]:
     """What the benchmark asks of one run (its identity for reuse): model, the requested keywords
     (not the full set run.json records), data, epochs, image size, seed and batch size."""
     req = {"model": model, "model_kwargs": cfg.keywords_for(model), "data": cat["path"], "epochs": cfg.epochs,
            "image_size": cat["image_size"], "seed": seed, "batch_size": cfg.batch_size}
-    if cfg.textures is not None and _synthesizes(model):  # absent otherwise: a method without synthesis is reused
-        req["textures"] = cfg.textures
+    if cfg.textures_for(model) is not None:  # absent otherwise: a method without synthesis is reused
+        req["textures"] = cfg.textures_for(model)
     return json.loads(json.dumps(_clean(req), sort_keys=True))
 
 
@@ -92,7 +86,7 @@ def _train_and_test(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed:
     try:
         api.train(model, cat["path"], run_dir, epochs=cfg.epochs, batch_size=cfg.batch_size,
                   image_size=cat["image_size"], seed=seed, device=str(dev), resume=True, progress=cfg.progress,
-                  textures=cfg.textures if _synthesizes(model) else None, **cfg.keywords_for(model))
+                  textures=cfg.textures_for(model), **cfg.keywords_for(model))
     except CheckpointError as e:
         raise CheckpointError(f"{e}\n(benchmark: {cfg.out} holds runs made with other settings; "
                               "choose another --out for these settings)") from None

@@ -41,8 +41,8 @@ from typing import Any, BinaryIO
 import cv2
 import numpy as np
 
-from ..outputs import cache_root
 from ..errors import DataError
+from ..outputs import cache_root
 from .samples import Sample, _check_split, _list_images, _sorted
 
 __all__ = ["CIFAR10_CLASSES", "cache_root", "cifar10_classes", "cifar10_samples", "find_cifar10", "split_class_path"]

@@ -358,4 +358,3 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
         return await run_predict(request, mask, heatmap, batch=True)
 
     return app
-
