@@ -61,7 +61,7 @@ def _compare(old: Path, new: Path) -> dict[str, float]:
     for i, r in enumerate(o):
         m = n[r["path"]]
         diff = max(diff, abs(float(r["score"]) - float(m["score"])))
-        a = cv2.imread(str(old / f"{i:04d}_{Path(r['path']).stem}_overlay.png"))
+        a = cv2.imread(str(old / (r.get("overlay") or f"{i:04d}_{Path(r['path']).stem}_overlay.png")))
         b = cv2.imread(str(new / m["overlay"]))
         pixels += int((a != b).any(axis=2).sum()) if a.shape == b.shape else a.size
     return {"max_score_diff": diff, "differing_overlay_pixels": pixels, "n": len(o)}

@@ -1,6 +1,7 @@
 """Inference roofline: FLOPs per image, images/s and achieved GFLOP/s of every registered model against
 the machine's fp32 / bf16 ``torch.mm`` peak measured in the same run, the time split teacher / student /
-map stage, before (reference path) / after (fused map stage, BatchNorm folded, inference_mode), and
+map stage, before (reference path) / after (fused map stage, BatchNorm folded, inference_mode, channels_last,
+TF-"same" convolutions without a padding copy, CPU batches in chunks of ``CPU_CHUNK``), and
 anomalib 2.7's RD resnet18 torch model side by side when anomalib is importable.
 
     PYTHONPATH=src /work/venv_anomalib/bin/python benchmarks/bench_speed.py --md benchmarks/results/speed.md
@@ -14,6 +15,7 @@ them alike and the ratios hold on a shared machine; absolute images/s do not. Ra
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -26,9 +28,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from distillad.errors import DistilladError
+from distillad.layers import fold_batchnorm
 from distillad.maps import combine_maps, gaussian_blur, smooth_combined
 from distillad.models._base import DistillationModel
-from distillad.precision import check_precision, cpu_flags, predict_batch, prepare_for_inference
+from distillad.precision import CPU_CHUNK, check_precision, cpu_flags, predict_batch, prepare_for_inference
 from distillad.registry import create_model, list_models
 
 
@@ -94,7 +97,7 @@ MM_N = 1024
 
 
 def row(name: str, teacher: str | None, batch: int, size: int, repeats: int, bf16: bool,
-        channels_last: bool, anomalib: torch.nn.Module | None) -> dict[str, object] | None:
+        previous: bool, anomalib: torch.nn.Module | None) -> dict[str, object] | None:
     """One table row: FLOPs, the interleaved timings and the map stage alone, before and after."""
     torch.manual_seed(0)
     base = build(name, teacher)
@@ -123,14 +126,14 @@ def row(name: str, teacher: str | None, batch: int, size: int, repeats: int, bf1
 
     variants: dict[str, Callable[[], object]] = {
         "reference": ref, "fp32": lambda: predict_batch(fast, xf, "fp32"),
-        "teacher": inf(lambda: fast.teacher(xf)), "forward": inf(lambda: fast(xf)), "mm fp32": mm_call(torch.float32)}
-    if channels_last:
-        cl = prepare_for_inference(base, torch.device("cpu")).to(memory_format=torch.channels_last)
-        xc = x.contiguous(memory_format=torch.channels_last)
-        variants["fp32 channels_last"] = lambda: predict_batch(cl, xc, "fp32")
+        "teacher": inf(as_predict(fast.teacher, xf)), "forward": inf(as_predict(fast, xf)),
+        "mm fp32": mm_call(torch.float32)}
+    if previous:  # the previous optimised path: BatchNorm folded, but NCHW, F.pad "same" and the whole batch at once
+        prev = previous_path(base)
+        variants["fp32 previous"] = inf(lambda: prev.predict(xf))
     if bf16:
         variants["bf16"] = lambda: predict_batch(fast, xf, "bf16")
-        variants["bf16 forward"] = inf(lambda: torch.autocast("cpu", torch.bfloat16)(fast.forward)(xf))
+        variants["bf16 forward"] = inf(as_predict(torch.autocast("cpu", torch.bfloat16)(fast.forward), xf))
         variants["mm bf16"] = mm_call(torch.bfloat16)
     if anomalib is not None:
         variants["anomalib"] = inf(lambda: anomalib(x))
@@ -157,6 +160,18 @@ def row(name: str, teacher: str | None, batch: int, size: int, repeats: int, bf1
     return out
 
 
+def previous_path(base: torch.nn.Module) -> torch.nn.Module:
+    """The inference copy as it was before channels_last, ``SamePaddedConv`` and chunks: BatchNorm folded only."""
+    prev = copy.deepcopy(base).eval()
+    fold_batchnorm(prev, torch.rand(1, 3, 64, 64), prev.predict)
+    return prev
+
+
+def as_predict(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], object]:
+    """``fn`` over ``x`` the way ``predict_batch`` feeds the model: channels_last, ``CPU_CHUNK`` images at a time."""
+    return lambda: [fn(part.contiguous(memory_format=torch.channels_last)) for part in x.split(CPU_CHUNK)]
+
+
 def batch_effect(size: int, repeats: int) -> dict[str, tuple[float, float]]:
     """rd's seconds per image at batch 1 and 16, reference and optimised, interleaved in one loop."""
     torch.manual_seed(0)
@@ -176,12 +191,35 @@ def batch_effect(size: int, repeats: int) -> dict[str, tuple[float, float]]:
     return {"reference": (t["ref1"], t["ref16"] / 16), "optimised": (t["fast1"], t["fast16"] / 16)}
 
 
+CHUNKS = (1, 2, 4, 8, 16)
+
+
+def chunk_effect(size: int, repeats: int) -> dict[str, float]:
+    """rd's seconds per image at batch 16 by chunk size (channels_last), and the previous path (NCHW, whole
+    batch), interleaved: why ``predict_batch`` runs a CPU batch ``CPU_CHUNK`` images at a time."""
+    torch.manual_seed(0)
+    base = build("rd", None).eval()  # type: ignore[union-attr]
+    fast, prev = prepare_for_inference(base, torch.device("cpu")), previous_path(base)
+    x = torch.rand(16, 3, size, size)
+
+    def inf(fn: Callable[[], object]) -> Callable[[], object]:
+        def go() -> object:
+            with torch.inference_mode():
+                return fn()
+        return go
+
+    variants = {"NCHW whole batch": inf(lambda: prev.predict(x)),
+                **{f"NCHW chunk {c}": inf(lambda c=c: [prev.predict(p) for p in x.split(c)]) for c in (1, 4)},
+                **{f"channels_last chunk {c}": (lambda c=c: predict_batch(fast, x, chunk=c)) for c in CHUNKS}}
+    return {k: v / 16 for k, v in interleaved(variants, repeats).items()}
+
+
 def fmt_rows(rows: list[dict], peak16: bool) -> list[str]:
     head = ("| model | teacher | batch | GFLOP/img net (map) | img/s reference | img/s fp32 (× ref) | net GFLOP/s fp32 "
             "(% of fp32 mm in the same rounds) | teacher / student / map ms/img (map %) | map stage ms/img ref → fused "
             "(max diff) |")
-    if any("t_fp32 channels_last" in r for r in rows):
-        head += " channels_last × fp32 |"
+    if any("t_fp32 previous" in r for r in rows):
+        head += " fp32 × previous (folded, NCHW, whole batch) |"
     if peak16:
         head += " img/s bf16 (× fp32) | net GFLOP/s bf16 (% of bf16 mm) | bf16 max map diff (map range) |"
     if any("t_anomalib" in r for r in rows):
@@ -198,8 +236,8 @@ def fmt_rows(rows: list[dict], peak16: bool) -> list[str]:
              f"{1e3 * r['t_teacher']:.1f} / {1e3 * student:.1f} / {1e3 * mapt:.1f} ({100 * mapt / r['t_fp32']:.0f} %) | ")
         s += (f"{1e3 * r['map_ref']:.2f} → {1e3 * r['map_fused']:.2f} ({r['map_diff']:.1e}) |" if "map_ref" in r
               else "not a per-stage combination |")
-        if any("t_fp32 channels_last" in q for q in rows):
-            s += f" {r['t_fp32'] / r['t_fp32 channels_last']:.2f}× |" if "t_fp32 channels_last" in r else " |"
+        if any("t_fp32 previous" in q for q in rows):
+            s += f" {r['t_fp32 previous'] / r['t_fp32']:.2f}× |" if "t_fp32 previous" in r else " |"
         if peak16:
             s += (f" {1 / r['t_bf16']:.2f} ({r['t_fp32'] / r['t_bf16']:.2f}×) | "
                   f"{r['gflop_net'] / r['t_bf16 forward']:.1f} ({100 * r['gflop_net'] / r['t_bf16 forward'] / r['peak_bf16']:.0f}"
@@ -223,8 +261,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, help="timed rounds per row (default 3, --quick 2)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], nargs="*", default=None,
                     help="precisions to time (default: fp32, and bf16 where this CPU runs it natively)")
-    ap.add_argument("--channels-last", nargs="*", default=["rd"],
-                    help="models also timed in channels_last (model and input; default: rd)")
+    ap.add_argument("--previous", nargs="*", default=["rd"],
+                    help="models also timed on the previous path (folded, NCHW, whole batch; default: rd)")
     ap.add_argument("--md", help="write the table as markdown here")
     args = ap.parse_args()
     models = args.models or (["rd"] if args.quick else list_models())
@@ -246,12 +284,13 @@ def main() -> None:
             for b in args.batches:
                 if b == 1 and args.batch1 is not None and name not in args.batch1:
                     continue
-                r = row(name, teacher, b, args.size, repeats, bf16, name in args.channels_last,
+                r = row(name, teacher, b, args.size, repeats, bf16, name in args.previous,
                         anomalib if name == "rd" else None)
                 if r is not None:
                     rows.append(r)
                     print(fmt_rows([r], bool(peak16))[-1], flush=True)
     per_image = batch_effect(args.size, max(2, repeats)) if "rd" in models else None
+    chunks = chunk_effect(args.size, max(2, repeats)) if "rd" in models else None
     peak32_end = mm_peak(torch.float32)
     flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "avx512f", "avx2"})
     info = [f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, flags "
@@ -269,11 +308,17 @@ def main() -> None:
                     + "; ".join(f"{k} {1e3 * a:.1f} / {1e3 * b:.1f} ({a / b:.2f}× per image at 16)"
                                 for k, (a, b) in per_image.items()) + ".")
     text = "\n".join(info) + "\n\n" + "\n".join(fmt_rows(rows, bool(peak16)))
+    if chunks is not None:
+        best = min(chunks.values())
+        text += ("\n\nrd (default teacher), batch 16, ms per image by layout and images per forward pass "
+                 f"(interleaved; `predict_batch` uses chunk {CPU_CHUNK}):\n\n| path | ms/img | × fastest |\n|---|---|---|\n"
+                 + "\n".join(f"| {k} | {1e3 * v:.1f} | {v / best:.2f} |" for k, v in chunks.items()))
     print(text)
     if args.md:
         cmd = "PYTHONPATH=src python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
         Path(args.md).write_text(f"# Inference speed: roofline\n\n{text}\n\nReproduce: `{cmd}`\n")
-        Path(args.md).with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+        Path(args.md).with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows, "chunks": chunks},
+                                                                  indent=1))
 
 
 if __name__ == "__main__":

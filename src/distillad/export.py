@@ -36,6 +36,7 @@ from .checkpoint import atomic_write_bytes, load_run, read_run_spec
 from .errors import ConfigError, DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
+from .teachers import faithful
 
 __all__ = ["export", "export_onnx", "PredictWrapper", "validation_images", "FORMATS"]
 
@@ -174,7 +175,8 @@ def _run_exported(path: Path, fmt: str, x: np.ndarray) -> tuple[np.ndarray, np.n
     """(maps, scores) of the written file on ``x``; None when its runtime is not installed."""
     if fmt == "openvino":
         import openvino as ov
-        res = ov.Core().compile_model(str(path), "CPU")(x)
+        # f32 as ``serve --backend openvino`` runs it: on a CPU with bf16 OpenVINO would otherwise pick bf16
+        res = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)
         return np.asarray(res[0]), np.asarray(res[1])
     if importlib.util.find_spec("onnxruntime") is None:
         return None
@@ -220,7 +222,7 @@ def export(run: str | Path, out: str | Path, batch_size: int = 1, fmt: str = "on
         if got is None:
             info["checked"] = "onnxruntime not installed"
             return info
-        with torch.no_grad():
+        with torch.no_grad(), faithful():  # the network the export traced
             ref_maps, ref_scores = (t.numpy() for t in wrapper(x))
         maps, scores = got
         info["max_abs_diff_maps"] = float(np.abs(maps - ref_maps).max())

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 __all__ = [
     "conv1x1", "conv3x3", "deconv2x2", "BasicBlock", "Bottleneck", "DeBasicBlock", "DeBottleneck",
     "OCBE", "ReverseDecoder", "ConvBNAct", "ReverseLayout", "reverse_layout", "match_sizes", "fold_batchnorm",
+    "SamePaddedConv", "static_same_padding",
 ]
 
 
@@ -256,6 +257,13 @@ def match_sizes(feats: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> l
             for f, r in zip(feats, ref, strict=True)]
 
 
+def _plain_conv(m: nn.Module) -> bool:
+    """A Conv2d, or a subclass that only changes the padding and reads ``weight``/``bias`` as they are
+    (timm's ``Conv2dSame``): its BatchNorm can be folded into those two tensors."""
+    from timm.layers import Conv2dSame
+    return type(m) in (nn.Conv2d, Conv2dSame)
+
+
 def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) -> int:
     """Fold every eval-mode BatchNorm2d that reads a convolution's output into that convolution, in place;
     returns the number folded. For inference only (the statistics become conv weights).
@@ -268,8 +276,8 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) ->
     outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}
     pairs: list[tuple[nn.Module, str, nn.Module]] = []
     parents = {id(c): (m, n) for m in module.modules() for n, c in m.named_children()}
-    convs = [m for m in module.modules()
-             if type(m) is nn.Conv2d or (type(m) is nn.ConvTranspose2d and m.groups == 1)]
+    convs = [m for m in module.modules()  # Conv2d subclasses too: timm's Conv2dSame (TF "same" padding)
+             if _plain_conv(m) or (type(m) is nn.ConvTranspose2d and m.groups == 1)]
     bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d) and not m.training and m.track_running_stats]
 
     def on_conv(m: nn.Module, _: Any, out: torch.Tensor) -> None:
@@ -298,3 +306,42 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) ->
         parents[id(bn)][0].__setattr__(name, nn.Sequential(*act) if act else nn.Identity())
         done.update((id(bn), id(conv)))
     return len(done) // 2
+
+
+class SamePaddedConv(nn.Conv2d):
+    """timm's ``Conv2dSame`` (TensorFlow "same": the odd pixel of padding at the bottom/right) without its
+    ``F.pad`` copy of the input, which in channels_last costs more than the strided depthwise convolution
+    itself (benchmarks/results/speed.md). Where the padding is (p, p+1), the kernel gets a zero first
+    row/column and the convolution a symmetric padding p+1: the same sums, so the outputs are equal."""
+
+    def shifted(self) -> None:
+        """Make the three zero-led kernels (first row, first column, both) from ``weight``: buffers, so that
+        they move with the module and an export sees constants (inference only: ``weight`` is final)."""
+        for h, w in ((1, 0), (0, 1), (1, 1)):
+            self.register_buffer(f"weight_{h}{w}", F.pad(self.weight.detach(), (w, 0, h, 0)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads, shift = [], []
+        for size, k, st in zip(x.shape[-2:], self.kernel_size, self.stride):
+            total = max((-(-int(size) // st) - 1) * st + k - int(size), 0)
+            pads.append(total - total // 2)
+            shift.append(total % 2)
+        weight = self.weight if shift == [0, 0] else getattr(self, f"weight_{shift[0]}{shift[1]}")
+        return F.conv2d(x, weight, self.bias, self.stride, tuple(pads), 1, self.groups)
+
+
+def static_same_padding(module: nn.Module) -> int:
+    """Swap every undilated ``Conv2dSame`` of ``module`` for a ``SamePaddedConv`` sharing its weights, in place
+    (for inference: call after ``fold_batchnorm``); returns the number swapped."""
+    from timm.layers import Conv2dSame
+    n = 0
+    for parent in list(module.modules()):
+        for name, c in list(parent.named_children()):
+            if type(c) is Conv2dSame and c.dilation == (1, 1):
+                new = SamePaddedConv(c.in_channels, c.out_channels, c.kernel_size, c.stride, 0, 1, c.groups,
+                                     c.bias is not None, device="meta")
+                new.weight, new.bias = c.weight, c.bias
+                new.shifted()
+                setattr(parent, name, new)
+                n += 1
+    return n

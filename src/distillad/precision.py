@@ -73,21 +73,42 @@ def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
         yield
 
 
+#: images per forward pass on a CPU. Per image, a 256 px RD forward gets *slower* as the batch grows
+#: beyond a few images (its activations no longer fit the caches: the depthwise convolutions of the
+#: efficientnet_lite teachers are memory-bound), so a batch is run in chunks of this many
+#: (benchmarks/results/speed.md, "chunk" table); GPUs get the whole batch.
+CPU_CHUNK = 4
+
+
 def prepare_for_inference(model: nn.Module, device: torch.device, image_size: int = 64) -> nn.Module:
     """An eval copy of ``model`` on ``device`` with its BatchNorms folded into their convolutions
-    (``layers.fold_batchnorm``; measured in benchmarks/results/speed.md). ``model`` itself is left as
+    (``layers.fold_batchnorm``), TF-"same" convolutions without a padding copy (``layers.static_same_padding``)
+    and its weights in channels_last (NHWC, which oneDNN's and cuDNN's
+    convolutions run fastest; measured in benchmarks/results/speed.md). ``model`` itself is left as
     it is, so training can go on with it."""
-    from .layers import fold_batchnorm
+    from .layers import fold_batchnorm, static_same_padding
     if getattr(model, "inference_ready", False):  # already a prepared copy (or a wrapper of one: tiling)
         return model.to(device).eval()
     out = copy.deepcopy(model).to(device).eval()
     fold_batchnorm(out, torch.rand(1, 3, image_size, image_size, device=device), getattr(out, "predict", None))
+    static_same_padding(out)
+    out.to(memory_format=torch.channels_last)
     out.inference_ready = True
     return out
 
 
-def predict_batch(model: nn.Module, images: torch.Tensor, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """``model.predict(images)`` under ``torch.inference_mode`` and the precision's autocast → fp32 (maps, scores)."""
+def predict_batch(model: nn.Module, images: torch.Tensor, precision: str = "fp32",
+                  chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.predict(images)`` under ``torch.inference_mode`` and the precision's autocast → fp32 (maps, scores).
+
+    The images go in as channels_last, in chunks of ``chunk`` (None: ``CPU_CHUNK`` on a CPU, all at once
+    elsewhere); an image's map does not depend on the chunking beyond float rounding."""
+    if chunk is None:
+        chunk = CPU_CHUNK if images.device.type == "cpu" else len(images)
+    maps, scores = [], []
     with torch.inference_mode(), autocast(precision, images.device):
-        maps, scores = model.predict(images)  # type: ignore[operator]
-    return maps.float(), scores.float()
+        for part in images.split(max(1, chunk)):
+            m, s = model.predict(part.contiguous(memory_format=torch.channels_last))  # type: ignore[operator]
+            maps.append(m.float())
+            scores.append(s.float())
+    return (maps[0], scores[0]) if len(maps) == 1 else (torch.cat(maps), torch.cat(scores))

@@ -31,7 +31,8 @@ ranks split the images and rank 0 writes the one predictions.csv (``distillad.di
   threshold (≥ 0.5 is "defective"), 1 twice as far above the mean; not clipped. Empty without a threshold.
 - ``decision``: ``defective`` (score ≥ threshold) or ``good``; empty without a threshold or on error.
 - ``overlay``: the heat-map overlay PNG (the run's validation colour scale), relative to ``--out``;
-  ``mask``: the defect-mask PNG (map ≥ the run's pixel threshold); empty with ``--no-overlays``.
+  ``mask``: the defect-mask PNG, one grey channel, 255 where the map ≥ the run's pixel threshold;
+  empty with ``--no-overlays``.
 - ``error``: why the file has no score (unreadable, non-finite score); empty when it worked.
 """
 
@@ -65,7 +66,7 @@ from .errors import DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
 from .tiling import TiledModel, check_tile, tiled_size
-from .visualize import calibrated_colour_scale, overlay, save_png
+from .visualize import calibrated_colour_scale, overlay, png_bytes, save_png
 
 __all__ = ["InputImage", "collect_inputs", "prepare_output", "predict_images", "label_from_path", "CSV_FILE",
            "CSV_COLUMNS"]
@@ -245,7 +246,7 @@ def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray
     save_png(stage / ov_name, overlay(original.numpy(), amap, *scale, threshold=None))
     if pixel_threshold is not None:
         mask_name = f"{stem}_mask.png"
-        save_png(stage / mask_name, np.repeat(((amap >= pixel_threshold) * 255).astype(np.uint8)[..., None], 3, -1))
+        atomic_write_bytes(stage / mask_name, png_bytes(((amap >= pixel_threshold) * 255).astype(np.uint8)))  # grey
     return ov_name, mask_name
 
 

@@ -34,8 +34,8 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha
     if a.shape != img.shape[:2]:
         a = cv2.resize(a, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
     norm = np.clip((a - vmin) / max(vmax - vmin, 1e-12), 0, 1)
-    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    out = np.ascontiguousarray((img.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8))
+    heat = cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    out = cv2.addWeighted(img, 1 - alpha, heat, alpha, 0)  # uint8 in, rounded uint8 out, vectorised
     if gt_mask is not None and np.any(gt_mask):
         cs, _ = cv2.findContours(np.asarray(gt_mask).squeeze().astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(out, cs, -1, (0, 255, 0), 1)
