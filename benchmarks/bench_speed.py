@@ -33,6 +33,7 @@ from distillad.maps import combine_maps, gaussian_blur, smooth_combined
 from distillad.models._base import DistillationModel
 from distillad.precision import CPU_CHUNK, check_precision, cpu_flags, predict_batch, prepare_for_inference
 from distillad.registry import create_model, list_models
+from distillad.teachers import faithful
 
 
 def mm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -115,7 +116,7 @@ def row(name: str, teacher: str | None, batch: int, size: int, repeats: int, bf1
         f_predict = flops(lambda: fast.predict(x1))
 
     def ref() -> object:
-        with torch.no_grad():
+        with torch.no_grad(), faithful():  # the teacher's registered body, as before
             return base.predict_reference(x)
 
     def inf(fn: Callable[[], object]) -> Callable[[], object]:
@@ -130,7 +131,7 @@ def row(name: str, teacher: str | None, batch: int, size: int, repeats: int, bf1
         "mm fp32": mm_call(torch.float32)}
     if previous:  # the previous optimised path: BatchNorm folded, but NCHW, F.pad "same" and the whole batch at once
         prev = previous_path(base)
-        variants["fp32 previous"] = inf(lambda: prev.predict(xf))
+        variants["fp32 previous"] = inf(lambda: _faithful(prev.predict, xf))
     if bf16:
         variants["bf16"] = lambda: predict_batch(fast, xf, "bf16")
         variants["bf16 forward"] = inf(as_predict(torch.autocast("cpu", torch.bfloat16)(fast.forward), xf))
@@ -160,10 +161,16 @@ def row(name: str, teacher: str | None, batch: int, size: int, repeats: int, bf1
     return out
 
 
+def _faithful(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> object:
+    with faithful():  # the teacher as it ran before ``Teacher.runner``
+        return fn(x)
+
+
 def previous_path(base: torch.nn.Module) -> torch.nn.Module:
     """The inference copy as it was before channels_last, ``SamePaddedConv`` and chunks: BatchNorm folded only."""
     prev = copy.deepcopy(base).eval()
-    fold_batchnorm(prev, torch.rand(1, 3, 64, 64), prev.predict)
+    with faithful():
+        fold_batchnorm(prev, torch.rand(1, 3, 64, 64), prev.predict)
     return prev
 
 
@@ -182,7 +189,7 @@ def batch_effect(size: int, repeats: int) -> dict[str, tuple[float, float]]:
 
     def ref(x: torch.Tensor) -> Callable[[], object]:
         def go() -> object:
-            with torch.no_grad():
+            with torch.no_grad(), faithful():
                 return base.predict_reference(x)
         return go
 
@@ -208,8 +215,8 @@ def chunk_effect(size: int, repeats: int) -> dict[str, float]:
                 return fn()
         return go
 
-    variants = {"NCHW whole batch": inf(lambda: prev.predict(x)),
-                **{f"NCHW chunk {c}": inf(lambda c=c: [prev.predict(p) for p in x.split(c)]) for c in (1, 4)},
+    variants = {"NCHW whole batch": inf(lambda: _faithful(prev.predict, x)),
+                **{f"NCHW chunk {c}": inf(lambda c=c: [_faithful(prev.predict, p) for p in x.split(c)]) for c in (1, 4)},
                 **{f"channels_last chunk {c}": (lambda c=c: predict_batch(fast, x, chunk=c)) for c in CHUNKS}}
     return {k: v / 16 for k, v in interleaved(variants, repeats).items()}
 

@@ -1,5 +1,6 @@
 """What the fast inference paths do to the metrics of a trained run: the reference path (full-resolution
-maps, conv blur, BatchNorm unfolded) vs the fused fp32 path vs bf16, on the run's test split, interleaved
+maps, conv blur, BatchNorm unfolded, the teacher's faithful body) vs the fast fp32 path (fused maps,
+folded, channels_last, chunks) vs bf16, on the run's test split, interleaved
 per batch. Reads the run's weights directly (safetensors), so a run of an older format works too.
 
     PYTHONPATH=src python benchmarks/speed_bottle_check.py --run /work/runs_shared/rd_bottle --md OUT.md
@@ -20,6 +21,7 @@ from distillad.data import AnomalyDataset, load_samples
 from distillad.metrics import compute_metrics
 from distillad.precision import PRECISIONS, check_precision, predict_batch, prepare_for_inference
 from distillad.registry import rebuild_model
+from distillad.teachers import faithful
 
 
 def main() -> None:
@@ -35,7 +37,12 @@ def main() -> None:
     fast = prepare_for_inference(model, torch.device("cpu"))
     ds = AnomalyDataset(load_samples(spec["data"]["path"], "test", spec["data"].get("category"),
                                      spec["data"].get("layout")), image_size=spec["image_size"])
-    ways = {"reference": lambda x: model.predict_reference(x), "fp32": lambda x: predict_batch(fast, x, "fp32")}
+
+    def reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with faithful():  # the teacher's registered body, not its folded channels_last runner
+            return model.predict_reference(x)
+
+    ways = {"reference": reference, "fp32": lambda x: predict_batch(fast, x, "fp32")}
     for p in PRECISIONS[1:]:
         try:
             check_precision(p, "cpu")

@@ -56,7 +56,7 @@ def _delta(a: dict[int, float], b: dict[int, float]) -> str:
 
 
 def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], models: list[str],
-           base: str = "rd") -> str:
+           base: str = "rd", cost_seeds: set[int] | None = None) -> str:
     cats = sorted({c for c, _, _ in runs})
     out = ["| category | model | seeds | " + " | ".join(n for _, n in METRICS) + " | "
            + " | ".join(f"Δ{n} vs {base}" for _, n in METRICS) + f" | train min (× {base}) | img/s b1 (× {base}) | file |",
@@ -79,10 +79,12 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
                 deltas = [_delta({s: 100 * ref[s]["metrics"][k] for s in shared},
                                  {s: 100 * mine[s]["metrics"][k] for s in shared}) for k, _ in METRICS]
             same_file = [s for s in shared if mine[s]["_file"] == ref[s]["_file"]]
+            timed = [q for q in seeds if cost_seeds is None or q in cost_seeds] or seeds
+            same_file = [q for q in same_file if cost_seeds is None or q in cost_seeds]
             cost = []
             for key in ("train_seconds_total", "images_per_s_b1"):  # whole training: a method's phases differ
                 scale = 1 / 60 if key == "train_seconds_total" else 1.0
-                mean = statistics.mean(mine[s]["timing"][key] for s in seeds) * scale
+                mean = statistics.mean(mine[s]["timing"][key] for s in timed) * scale
                 ratio = (statistics.mean(mine[s]["timing"][key] for s in same_file)
                          / statistics.mean(ref[s]["timing"][key] for s in same_file)) if same_file else None
                 cost.append(f"{mean:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None and m != base else ""))
@@ -99,8 +101,11 @@ def main() -> None:
     ap.add_argument("results", nargs="+", type=Path)
     ap.add_argument("--models", default="dtsnet,dmdd,dskd_fusion")
     ap.add_argument("--base", default="rd")
+    ap.add_argument("--cost-seeds", help="comma-separated seeds whose timings make the cost columns (default: all); "
+                                         "for runs made by code of different speeds")
     args = ap.parse_args()
-    print(render(load(args.results), args.results, args.models.split(","), args.base), end="")
+    cost = {int(x) for x in args.cost_seeds.split(",")} if args.cost_seeds else None
+    print(render(load(args.results), args.results, args.models.split(","), args.base, cost), end="")
 
 
 if __name__ == "__main__":
