@@ -125,3 +125,26 @@ def test_bad_weights_files_and_names(tmp_path):
 def test_random_weights_only_when_asked():
     t = Teacher("resnet18", weights="random")
     assert t.weights_sha256 == "random"
+
+
+def test_runner_gives_the_bodys_features_and_follows_changes_to_it() -> None:
+    """Teacher.runner: the folded channels_last copy that runs; never saved, rebuilt when ``body`` changes."""
+    from distillad.teachers import faithful
+    torch.manual_seed(0)
+    t = Teacher("efficientnet_lite0", weights="random")
+    x = torch.rand(2, 3, 64, 64)
+    ref = [f.clone() for f in t.body(t.normalize(x))]
+    for a, b in zip(t(x), ref):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in t.runner().modules())
+    assert all(not k.startswith("_runner") for k in t.state_dict())  # the state dict is the teacher file's
+    first = t.runner()
+    assert t.runner() is first  # cached
+    with torch.no_grad():
+        t.body.conv_stem.weight.mul_(0.5)  # an in-place change (load_state_dict does the same)
+    assert t.runner() is not first
+    changed = list(t.body(t.normalize(x)))
+    for a, b in zip(t(x), changed):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    with faithful():
+        assert all(torch.equal(a, b) for a, b in zip(t(x), changed))  # the registered body itself
