@@ -17,13 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from distillad.api import _test_set  # noqa: E402
 from distillad.checkpoint import load_run  # noqa: E402
-from distillad.data.resize import crop_to_images  # noqa: E402
-from distillad.engine import infer  # noqa: E402
-from distillad.metrics import compute_metrics  # noqa: E402
-from distillad.validation import validation_sets  # noqa: E402
+from inference_ablation import KEYS, score  # noqa: E402
 
 # (fusion_mode, manual_weights (w_f, w_r)); one student alone = manual with the other's weight 0
 MODES = {"learned": ("learned", None), "manual 1:3": ("manual", (1.0, 3.0)),
@@ -40,24 +37,12 @@ def main() -> None:
     print("| run | fusion | I-AUROC | P-AUROC | AUPRO@0.3 |\n|---|---|---|---|---|")
     for run in args.runs:
         model, spec = load_run(run, torch.device("cpu"))
-        if args.validation:
-            good, defective, _ = validation_sets(spec)
-            sets = [good, defective]
-        else:
-            sets = [_test_set(spec, None, None, None, 1)]
         for name, (mode, weights) in MODES.items():
             model.fusion_mode = mode
             if weights is not None:
                 model.manual_weights = weights
-            parts = [infer(model, ds, 16, "cpu", False) for ds in sets]
-            res = {k: torch.cat([r[k] for r in parts]) for k in ("labels", "scores", "maps", "masks")}
-            if args.validation:
-                maps, masks = res["maps"], res["masks"]
-            else:
-                maps, masks = crop_to_images(res["maps"], res["masks"], sets[0])
-            m = compute_metrics(res["labels"].numpy(), res["scores"].numpy(), masks[:, 0].numpy() > 0.5,
-                                maps[:, 0].numpy())
-            print(f"| {run} | {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "aupro"))
+            m = score(model, spec, args.validation)
+            print(f"| {run} | {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in KEYS)
                   + " |", flush=True)
 
 
