@@ -19,7 +19,7 @@ from distillad.engine import TrainConfig, fit
 from distillad.errors import ConfigError
 from distillad.models._dmdd_blocks import PyramidPath, cut_stages
 from distillad.models.dmdd import aim_loss, ngm_loss, seg_loss, topk_mean
-from distillad.teachers import build_backbone
+from distillad.teachers import build_backbone, faithful
 
 from helpers import n_params as _n  # noqa: E402  (tests/ is on sys.path)
 
@@ -55,7 +55,7 @@ def test_student_is_a_trainable_copy_and_starts_as_the_teacher(images):
     assert _n(m.student.stages) == _n(m.teacher) and not teacher_ids & {id(p) for p in student}
     assert all(p.requires_grad for p in student) and not any(p.requires_grad for p in m.teacher.parameters())
     assert not any("teacher" in n for n, _ in m.student.named_modules())
-    with torch.no_grad():
+    with torch.no_grad(), faithful():  # the teacher's registered body, which the student copies (not its runner)
         t, s = m(images)
     assert set(s) == {"normality", "abnormality"}
     for b in s:  # identity split + zero PMN: the untrained student reproduces the ImageNet network
