@@ -14,6 +14,7 @@ synthetic loader (Perlin masks, textures, foregrounds), the part of their data t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import sys
@@ -54,7 +55,7 @@ def steps(name: str, sets: dict, batch: int, limit: int) -> dict[str, float]:
         order = [("faithful", slow), ("runner", fast)][:: 1 if i % 2 == 0 else -1]
         for k, m in order:
             t0 = time.perf_counter()
-            with faithful() if k == "faithful" else _nothing():
+            with faithful() if k == "faithful" else contextlib.nullcontext():
                 loss = getattr(m, phase.loss)(b)["loss"]
                 opts[k].zero_grad(set_to_none=True)
                 loss.backward()
@@ -67,14 +68,6 @@ def steps(name: str, sets: dict, batch: int, limit: int) -> dict[str, float]:
             break
     return {"runner": t["runner"] / n, "faithful": t["faithful"] / n, "images": n,
             "loss_runner": last["runner"], "loss_faithful": last["faithful"]}
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 __all__ = [
     "conv1x1", "conv3x3", "deconv2x2", "BasicBlock", "Bottleneck", "DeBasicBlock", "DeBottleneck",
     "OCBE", "ReverseDecoder", "ConvBNAct", "ReverseLayout", "reverse_layout", "match_sizes", "fold_batchnorm",
-    "SamePaddedConv", "static_same_padding",
+    "SamePaddedConv", "static_same_padding", "fuse_for_inference",
 ]
 
 
@@ -257,13 +257,6 @@ def match_sizes(feats: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> l
             for f, r in zip(feats, ref, strict=True)]
 
 
-def _plain_conv(m: nn.Module) -> bool:
-    """A Conv2d, or a subclass that only changes the padding and reads ``weight``/``bias`` as they are
-    (timm's ``Conv2dSame``): its BatchNorm can be folded into those two tensors."""
-    from timm.layers import Conv2dSame
-    return type(m) in (nn.Conv2d, Conv2dSame)
-
-
 def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) -> int:
     """Fold every eval-mode BatchNorm2d that reads a convolution's output into that convolution, in place;
     returns the number folded. For inference only (the statistics become conv weights).
@@ -276,8 +269,9 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor, run: Any = None) ->
     outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}
     pairs: list[tuple[nn.Module, str, nn.Module]] = []
     parents = {id(c): (m, n) for m in module.modules() for n, c in m.named_children()}
-    convs = [m for m in module.modules()  # Conv2d subclasses too: timm's Conv2dSame (TF "same" padding)
-             if _plain_conv(m) or (type(m) is nn.ConvTranspose2d and m.groups == 1)]
+    from timm.layers import Conv2dSame  # only changes the padding: its weight and bias fold like a Conv2d's
+    convs = [m for m in module.modules()
+             if type(m) in (nn.Conv2d, Conv2dSame) or (type(m) is nn.ConvTranspose2d and m.groups == 1)]
     bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d) and not m.training and m.track_running_stats]
 
     def on_conv(m: nn.Module, _: Any, out: torch.Tensor) -> None:
@@ -345,3 +339,11 @@ def static_same_padding(module: nn.Module) -> int:
                 setattr(parent, name, new)
                 n += 1
     return n
+
+
+def fuse_for_inference(module: nn.Module, example: torch.Tensor, run: Any = None) -> nn.Module:
+    """``module`` made fast for inference, in place: BatchNorm folded (``fold_batchnorm`` on ``example``, through
+    ``run`` if given), TF-"same" convolutions without their pad copy (``static_same_padding``), channels_last."""
+    fold_batchnorm(module, example, run)
+    static_same_padding(module)
+    return module.to(memory_format=torch.channels_last)

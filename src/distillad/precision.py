@@ -82,17 +82,14 @@ CPU_CHUNK = 4
 
 def prepare_for_inference(model: nn.Module, device: torch.device, image_size: int = 64) -> nn.Module:
     """An eval copy of ``model`` on ``device`` with its BatchNorms folded into their convolutions
-    (``layers.fold_batchnorm``), TF-"same" convolutions without a padding copy (``layers.static_same_padding``)
-    and its weights in channels_last (NHWC, which oneDNN's and cuDNN's
-    convolutions run fastest; measured in benchmarks/results/speed.md). ``model`` itself is left as
-    it is, so training can go on with it."""
-    from .layers import fold_batchnorm, static_same_padding
+    (``layers.fuse_for_inference``: also TF-"same" convolutions without a padding copy, and weights in
+    channels_last, which oneDNN's and cuDNN's convolutions run fastest; benchmarks/results/speed.md).
+    ``model`` itself is left as it is, so training can go on with it."""
+    from .layers import fuse_for_inference
     if getattr(model, "inference_ready", False):  # already a prepared copy (or a wrapper of one: tiling)
         return model.to(device).eval()
     out = copy.deepcopy(model).to(device).eval()
-    fold_batchnorm(out, torch.rand(1, 3, image_size, image_size, device=device), getattr(out, "predict", None))
-    static_same_padding(out)
-    out.to(memory_format=torch.channels_last)
+    fuse_for_inference(out, torch.rand(1, 3, image_size, image_size, device=device), getattr(out, "predict", None))
     out.inference_ready = True
     return out
 

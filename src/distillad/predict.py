@@ -66,7 +66,7 @@ from .errors import DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
 from .tiling import TiledModel, check_tile, tiled_size
-from .visualize import calibrated_colour_scale, overlay, png_bytes, save_png
+from .visualize import calibrated_colour_scale, overlay, save_png
 
 __all__ = ["InputImage", "collect_inputs", "prepare_output", "predict_images", "label_from_path", "CSV_FILE",
            "CSV_COLUMNS"]
@@ -246,7 +246,7 @@ def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray
     save_png(stage / ov_name, overlay(original.numpy(), amap, *scale, threshold=None))
     if pixel_threshold is not None:
         mask_name = f"{stem}_mask.png"
-        atomic_write_bytes(stage / mask_name, png_bytes(((amap >= pixel_threshold) * 255).astype(np.uint8)))  # grey
+        save_png(stage / mask_name, ((amap >= pixel_threshold) * 255).astype(np.uint8))  # one grey channel
     return ov_name, mask_name
 
 

@@ -46,13 +46,14 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha
     return out
 
 
-def save_png(path: str | Path, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 array as PNG, atomically (``checkpoint.atomic_write_bytes``)."""
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a uint8 RGB (H,W,3) or grey (H,W) picture as PNG, atomically (``checkpoint.atomic_write_bytes``)."""
     from .checkpoint import atomic_write_bytes
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb)[..., ::-1]))
-    if not ok:
-        raise ValueError(f"{path}: could not encode the picture as PNG")
-    atomic_write_bytes(path, buf.tobytes())
+    try:
+        data = png_bytes(image)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    atomic_write_bytes(path, data)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
