@@ -55,7 +55,7 @@ def test_print_config_is_the_full_configuration(capsys, calls):
                            "split_seed": 0, "textures": "dtd", "foreground": "otsu", "resize": "squash"}
     td = model_class("rd").train_defaults
     assert cfg["train"] == {"epochs": 3, "batch_size": td["batch_size"], "image_size": td["image_size"], "seed": 7,
-                            "device": "auto", "num_workers": 0, "logger": "tensorboard"}
+                            "device": "auto", "num_workers": 0, "precision": "fp32", "logger": "tensorboard"}
     assert cfg["calibration"] == {"k_sigma": 2.5, "method": "sigma", "quantile": 0.995, "threshold": None,
                                   "pixel_threshold": None}
 

@@ -8,7 +8,10 @@ import csv
 import errno
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +90,36 @@ def test_corrupt_file_among_good_ones(run_dir, tiny_data, tmp_path, capsys, one_
     good = [r for k, r in rows.items() if k != "good/zz_broken.png"]
     assert good and all(r["decision"] in ("good", "defective") and not r["error"] for r in good)
     assert len(list(out.rglob("*_overlay.png"))) == len(good)
+
+
+def test_console_entry_exits_at_once_with_the_files_written_and_the_streams_flushed(run_dir, tiny_data, tmp_path):
+    """``python -m distillad predict`` ends by ``os._exit`` after predict: the exit code, the stderr line and
+    every file must still be there."""
+    src = tmp_path / "in"
+    shutil.copytree(tiny_data / "test" / "good", src / "good")
+    (src / "good" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "distillad", "predict", "--run", str(run_dir), str(src), "--out",
+                        str(out), "--device", "cpu"], capture_output=True, text=True, env=env)
+    assert r.returncode == PREDICT_FAILED, r.stderr
+    assert "zz_broken.png" in r.stderr and "Traceback" not in r.stderr and "1 failed" in r.stdout
+    rows = _rows(out)
+    assert len(rows) == len(list(src.rglob("*.png"))) and len(list(out.rglob("*_overlay.png"))) == len(rows) - 1
+
+
+@pytest.mark.parametrize("n,batch", [(0, 3), (1, 3), (7, 3), (9, 3), (5, 8)])
+def test_thread_batches_keep_the_order_and_every_item(n, batch):
+    class Items:
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return {"index": i}
+
+    got = list(predict_mod._ThreadBatches(Items(), batch))
+    assert [len(b) for b in got] == [min(batch, n - k) for k in range(0, n, batch)]
+    assert [d["index"] for b in got for d in b] == list(range(n))
 
 
 def test_non_finite_score_is_an_error_not_a_decision(run_dir, tiny_data, tmp_path, monkeypatch, one_thread):

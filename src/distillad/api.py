@@ -58,7 +58,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
           epochs: int | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
           device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
           overwrite: bool = False,
-          num_workers: int = 0, progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
+          num_workers: int = 0, precision: str = "fp32", progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
           foreground: str | None = None, logger: str | None = None, resize: str = "squash",
           on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[Any], None] | None = None,
           threshold_method: str = "sigma",
@@ -100,14 +100,15 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     distributed.init(resolve_device(device))  # a bad device fails before anything is written; joins torchrun's group
     seed_everything(seed)
     net = create_model(model, **model_kwargs)
-    cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers).resolved(net)
+    cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers, precision).resolved(net)
+    cfg.check_precision(resolve_device(device))  # before anything is written
     distributed.check_batch_sizes({ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()})  # before writing
     data_spec = {"path": str(Path(data).resolve()), "category": category, "layout": layout,
                  "val_fraction": val_fraction, "split_seed": split_seed,
                  "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
     train_cfg = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                  "seed": seed, "k_sigma": k_sigma, "threshold_method": threshold_method, "quantile": quantile,
-                 "threshold": threshold, "pixel_threshold": pixel_threshold}
+                 "threshold": threshold, "pixel_threshold": pixel_threshold, "precision": cfg.precision}
     samples = load_samples(data, "train", category, layout)
     train_s, val_s = train_val_split(samples, val_fraction, split_seed)
     if not train_s:
@@ -218,8 +219,10 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     return old
 
 
-#: train settings added with the calibration methods; a run.json from before them used their defaults
-_CALIBRATION_DEFAULTS = {k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold")}
+#: train settings added after format 1 (the calibration methods, the training precision); a run.json from
+#: before them used their defaults
+_CALIBRATION_DEFAULTS = {k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold",
+                                                  "precision")}
 
 
 def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,
@@ -363,7 +366,7 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
-            batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 2,
+            batch_size: int = 8, overlays: bool = True, progress: bool | None = None, num_workers: int = 0,
             overwrite: bool = False, threads: int | None = None, tile: int = 1,
             precision: str = "fp32") -> list[dict[str, Any]]:
     """Score new images (files, or folders searched recursively) with a trained run into folder ``out``:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +33,9 @@ from .config import FLAG_PATHS, FOREGROUNDS, config_from_args, dump_config, load
 from .errors import ConfigError, DistilladError
 
 __all__ = ["main", "build_parser", "parse_args", "parse_train_config"]
+
+#: set by ``predict`` once its arguments parsed: ``entry`` then ends the process without the teardown
+_EXIT_AT_ONCE = False
 
 
 _TUNE_HELP = ("Train one run per candidate of --grid (train's flags fix the rest) and score it on the validation "
@@ -100,8 +104,8 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
                    "earlier prediction with --overwrite); never inside an input folder or the run")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-workers", type=int, default=2,
-                   help="processes decoding images while the model runs (0: in this process; default: 2)")
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="processes decoding images while the model runs (default 0: one thread of this process)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads while predicting (default: cores minus --num-workers, at least 1)")
     p.add_argument("--overwrite", action="store_true",
@@ -284,6 +288,8 @@ def run(argv: Sequence[str]) -> int:
     elif args.command == "calibrate":
         return _calibrate(args)
     elif args.command == "predict":
+        global _EXIT_AT_ONCE
+        _EXIT_AT_ONCE = True
         return _predict(args)
     elif args.command == "demo":
         from .demo import run_demo
@@ -409,5 +415,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The console script: ``main``; after ``predict`` (its files are written and moved into place by then)
+    the streams are flushed and the process ends without the interpreter's teardown of torch, timm and
+    torchvision's modules (benchmarks/predict_phases.py times it; benchmarks/results/predict.md)."""
+    rc = main()
+    if _EXIT_AT_ONCE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

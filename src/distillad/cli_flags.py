@@ -128,6 +128,10 @@ def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--split-seed", type=int, default=S, help="seed of the train/validation split (default: 0)")
     _threshold_flags(t, S, train=True)
     t.add_argument("--num-workers", type=int, default=S, help="default: 0")
+    t.add_argument("--precision", choices=("fp32", "bf16"), default=S,
+                   help="training precision: bf16 autocast (weights and optimiser stay fp32) needs a GPU or a CPU "
+                        "with AVX512-BF16/AMX; bottle metrics fp32 vs bf16: benchmarks/results/train_speed.md "
+                        "(default: fp32)")
     t.add_argument("--textures", default=S,
                    help="folder of texture images (e.g. DTD) for synthetic anomalies; default: none")
     t.add_argument("--foreground", choices=FOREGROUNDS, default=S,

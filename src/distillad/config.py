@@ -41,14 +41,15 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "textures": ("data", "textures"), "foreground": ("data", "foreground"), "resize": ("data", "resize"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "image_size": ("train", "image_size"),
     "seed": ("train", "seed"), "device": ("train", "device"), "num_workers": ("train", "num_workers"),
-    "logger": ("train", "logger"), "k_sigma": ("calibration", "k_sigma"),
+    "precision": ("train", "precision"), "logger": ("train", "logger"), "k_sigma": ("calibration", "k_sigma"),
     "threshold_method": ("calibration", "method"), "quantile": ("calibration", "quantile"),
     "threshold": ("calibration", "threshold"), "pixel_threshold": ("calibration", "pixel_threshold"),
 }
 DEFAULTS: dict[str, Any] = {
     "model": None, "out": None, "data": None, "category": None, "layout": None, "val_fraction": 0.1,
     "split_seed": 0, "textures": None, "foreground": None, "resize": "squash", "epochs": None, "batch_size": None,
-    "image_size": None, "seed": 0, "device": "auto", "num_workers": 0, "logger": None, "k_sigma": 3.0,
+    "image_size": None, "seed": 0, "device": "auto", "num_workers": 0, "precision": "fp32", "logger": None,
+    "k_sigma": 3.0,
     "threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None,
 }
 SECTIONS = ["model", "model_kwargs", "data", "train", "calibration", "out"]
@@ -62,7 +63,7 @@ _FIXED_SCHEMA: dict[str, dict[str, Any]] = {
     "train": {"epochs": {"type": ["integer", "null"], **_MIN1}, "batch_size": {"type": ["integer", "null"], **_MIN1},
               "image_size": {"type": ["integer", "null"], "minimum": 32, "maximum": 4096}, "seed": {"type": "integer"},
               "device": {"type": "string"}, "num_workers": {"type": "integer", "minimum": 0},
-              "logger": {"enum": [*LOGGERS, None]}},
+              "precision": {"enum": ["fp32", "bf16"]}, "logger": {"enum": [*LOGGERS, None]}},
     "calibration": {"k_sigma": {"type": "number", "minimum": 0}, "method": {"enum": list(CALIBRATION_METHODS)},
                     "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
                     "threshold": {"type": ["number", "null"]}, "pixel_threshold": {"type": ["number", "null"]}},

@@ -31,12 +31,14 @@ from .errors import ConfigError, TrainingError
 from .hints import check_int
 from .models._base import DistillationModel
 from .phases import Phase, Step, param_groups, plan, validate_phases
-from .precision import check_precision, predict_batch, prepare_for_inference
+from .precision import autocast, check_precision, predict_batch, prepare_for_inference
 
 #: image sizes the teachers' five stride-2 stages handle (a 1-pixel last stage at 32), and a sane upper end
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
+TRAIN_PRECISIONS = ("fp32", "bf16")
 
-__all__ = ["TrainConfig", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "seed_everything", "resolve_device", "fit", "infer"]
+__all__ = ["TrainConfig", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "TRAIN_PRECISIONS", "seed_everything", "resolve_device",
+           "fit", "infer"]
 
 
 @dataclass
@@ -49,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    precision: str = "fp32"  # fp32 | bf16: the forward passes and losses under bf16 autocast (weights stay fp32)
 
     def resolved(self, model: DistillationModel) -> "TrainConfig":
         """Defaults filled in from the method, then every value checked (``ConfigError`` names it)."""
@@ -59,6 +62,13 @@ class TrainConfig:
                 setattr(out, k, d[k])
         out.check()
         return out
+
+    def check_precision(self, device: torch.device) -> None:
+        """Training runs in fp32 or bf16 (no loss scaling needed); bf16 only where ``device`` runs it natively."""
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(f"training precision must be one of {', '.join(TRAIN_PRECISIONS)}, got "
+                              f"{self.precision!r} (fp16 would need loss scaling; bf16 does not)")
+        check_precision(self.precision, device)
 
     def check(self) -> None:
         for k, lo, hi in (("epochs", 1, None), ("batch_size", 1, None), ("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
@@ -141,6 +151,7 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     """
     cfg = cfg.resolved(model)
     device = distributed.local_device(resolve_device(cfg.device))  # under torchrun: this rank's GPU
+    cfg.check_precision(device)
     model.to(device)
     main = distributed.is_main()  # under torchrun only rank 0 writes files and shows progress
     phases = model.phases()
@@ -211,7 +222,8 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
     count = 0
     label = f"{ph.name} {step.epoch + 1}/{step.total}" if show_phase else f"epoch {step.epoch + 1}/{step.total}"
     for i, batch in enumerate(loader):
-        losses = loss_fn(_to(batch, device))
+        with autocast(cfg.precision, device):  # backward outside autocast, as torch.amp recommends
+            losses = loss_fn(_to(batch, device))
         values, n = distributed.batch_means(losses, len(batch["image"]))  # the global batch's (all ranks agree)
         if not math.isfinite(values["loss"]):
             raise TrainingError(f"phase {ph.name!r}: the loss became {values['loss']} at epoch "

@@ -1,9 +1,9 @@
 """Score folders of new images with a trained run: ``predictions.csv`` + heat-map overlay and mask PNGs.
 
 Order of work, so that mistakes cost seconds: the inputs are listed (folders recursively) and the
-``--out`` folder is checked *before* the model is loaded; then decoding (DataLoader workers),
-the model and PNG writing (a thread pool; OpenCV releases the GIL) overlap. Outputs keep the
-inputs' relative paths (``good/000.png`` → ``OUT/good/000_overlay.png``). Everything is written
+``--out`` folder is checked *before* the model is loaded; then decoding (a thread, or DataLoader workers
+with ``num_workers`` > 0), the model and PNG writing (a thread; OpenCV releases the GIL) overlap. Outputs
+keep the inputs' relative paths (``good/000.png`` → ``OUT/good/000_overlay.png``). Everything is written
 into a hidden staging folder inside ``--out`` and moved into place at the end, so a full disk or a
 crash never leaves new files mixed with an earlier prediction, and ``--overwrite`` removes only the
 files an earlier prediction listed in its own ``predictions.csv``.
@@ -76,6 +76,9 @@ CSV_COLUMNS = ["path", "relative_path", "label", "defect", "score", "normalized_
                "error"]
 _GOOD_FOLDERS = ("good", "ok")  # MVTec's test/good, BTAD's test/ok
 _STAGING_PREFIX = ".distillad-predict-"
+#: threads encoding PNGs beside the model: one keeps up (an image's PNGs cost less than its forward) and a
+#: second only takes time from torch's threads on a 2-core machine (benchmarks/results/predict.md)
+_PNG_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,30 @@ def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
 
 
+class _ThreadBatches:
+    """Batches of ``decode``'s items in order, the next ``ahead`` decoded by one thread while the model runs
+    (PIL and OpenCV release the GIL): ``--num-workers 0``. Decoding is a small share of the work, so a worker
+    process per core would only take cores from the model (benchmarks/results/predict.md)."""
+
+    def __init__(self, decode: _Decode, batch_size: int, ahead: int = 2) -> None:
+        self.decode, self.batch_size, self.ahead = decode, batch_size, ahead
+
+    def __len__(self) -> int:
+        return -(-len(self.decode) // self.batch_size)
+
+    def _batch(self, k: int) -> list[dict[str, Any]]:
+        return [self.decode[i] for i in range(k * self.batch_size, min(len(self.decode), (k + 1) * self.batch_size))]
+
+    def __iter__(self) -> Any:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillad-decode") as pool:
+            queue = deque(pool.submit(self._batch, k) for k in range(min(self.ahead, len(self))))
+            for k in range(self.ahead, len(self) + self.ahead):
+                batch = queue.popleft().result()
+                if k < len(self):
+                    queue.append(pool.submit(self._batch, k))
+                yield batch
+
+
 def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray, scale: tuple[float, float],
                 pixel_threshold: float | None) -> tuple[str, str]:
     """Overlay (at the original's resolution) and mask (at the model's) PNGs into ``stage``; their names."""
@@ -253,14 +280,16 @@ def _write_pngs(stage: Path, stem: str, original: torch.Tensor, amap: np.ndarray
 @torch.no_grad()
 def predict_images(run: str | Path, inputs: Sequence[str | Path], out: str | Path, device: str = "auto",
                    batch_size: int = 8, overlays: bool = True, progress: bool | None = None,
-                   num_workers: int = 2, overwrite: bool = False, threads: int | None = None,
+                   num_workers: int = 0, overwrite: bool = False, threads: int | None = None,
                    tile: int = 1, precision: str = "fp32") -> list[dict[str, Any]]:
     """Predict every image of ``inputs`` with run ``run`` into folder ``out``; one row per image (dicts with
     the CSV's columns, ``score`` a float, ``error`` None when it worked). See the module docstring.
 
-    ``threads``: torch's intra-op threads while predicting; None = the usable cores minus the decoding
-    workers (at least 1). Spinning OpenMP threads that share cores with the decoders slow the model
-    down several-fold (measured: benchmarks/results/predict.md)."""
+    ``num_workers``: 0 (default) decodes in one thread of this process, > 0 in that many DataLoader
+    processes. ``threads``: torch's intra-op threads while predicting; None = the usable cores minus the
+    decoding processes (at least 1): spinning OpenMP threads that share cores with decoding processes slow
+    the model down several-fold, and decoding is too small a share to be worth a core
+    (benchmarks/results/predict.md)."""
     run, out = Path(run), Path(out)
     check_int("--batch-size", batch_size)
     check_int("--num-workers", num_workers, minimum=0)
@@ -327,15 +356,17 @@ def _run(model: torch.nn.Module, size: tuple[int, int], resize: str, dev: torch.
     """Decode → model → PNGs into ``stage``, overlapped; the rows in input order."""
     thr, pthr = calib.get("image_threshold"), calib.get("pixel_threshold")
     scale = calibrated_colour_scale(calib)  # the run's validation statistics, never these images
-    loader = DataLoader(_Decode(images, size, overlays, resize), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=_as_list, persistent_workers=False)
+    decode = _Decode(images, size, overlays, resize)
+    loader: Any = (DataLoader(decode, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                              collate_fn=_as_list, persistent_workers=False) if num_workers
+                   else _ThreadBatches(decode, batch_size))
     rows: list[dict[str, Any]] = [{"path": str(im.path), "relative_path": im.name, "score": float("nan"),
                                    **dict(zip(("label", "defect"), label_from_path(im.path))),
                                    "normalized_score": float("nan"), "decision": "", "overlay": "", "mask": "",
                                    "error": None} for im in images]
     pending: deque[tuple[int, Future]] = deque()
     bar = _progress(len(loader), "predict", progress)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="distillad-png") as pool:
+    with ThreadPoolExecutor(max_workers=_PNG_THREADS, thread_name_prefix="distillad-png") as pool:
         for batch in loader:
             good = [b for b in batch if "error" not in b]
             for b in batch:
