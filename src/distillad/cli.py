@@ -421,8 +421,11 @@ def entry() -> None:
     torchvision's modules (benchmarks/predict_phases.py times it; benchmarks/results/predict.md)."""
     rc = main()
     if _EXIT_AT_ONCE:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe (``| head``) or stream: nothing left to tell it
+                pass
         os._exit(rc)
     sys.exit(rc)
 
