@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from distillad.registry import create_model
+from paired import paired_stats  # benchmarks/ is on sys.path when this script runs
 
 METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"))
 
@@ -32,6 +33,7 @@ def gflop(teacher: str, size: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", nargs="+", type=Path)
+    ap.add_argument("--paired", help="also: each other teacher minus this one, paired by seed (mean, n, p)")
     args = ap.parse_args()
     runs = [r for f in args.results for r in json.loads(f.read_text())["runs"] if r["model"] == "rd"]
     teachers = sorted({r["teacher"]["name"] for r in runs})
@@ -50,6 +52,20 @@ def main() -> None:
                 lines.append(f"| {c} | {t} | {r['seed']} | " + " | ".join(f"{100 * m[k]:.1f}" for k, _ in METRICS) +
                              f" | {flops[t, size]:.2f} | {tm['seconds_per_epoch']:.1f} | {tm['images_per_s_b1']:.1f} |")
     print("\n".join(lines))
+    if args.paired:
+        print(f"\n| category | teacher − {args.paired} | " + " | ".join(n for _, n in METRICS) + " |")
+        print("|---|---|" + "---|" * len(METRICS))
+        for c in cats:
+            def seeds(t: str, k: str) -> dict[int, float]:
+                return {r["seed"]: 100 * r["metrics"][k] for r in runs if r["category"] == c and r["teacher"]["name"] == t}
+            for t in teachers:
+                if t == args.paired or not seeds(t, METRICS[0][0]) or not seeds(args.paired, METRICS[0][0]):
+                    continue
+                cells = []
+                for k, _ in METRICS:
+                    st = paired_stats(seeds(args.paired, k), seeds(t, k))
+                    cells.append(f"{st['diff']:+.1f} (n={st['n']}" + (f", p={st['p']:.3f})" if st["n"] > 1 else ")"))
+                print(f"| {c} | {t} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
