@@ -14,7 +14,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def _seconds(code: str, repeats: int) -> float:

@@ -55,15 +55,18 @@ def main() -> None:
     if args.paired:
         print(f"\n| category | teacher − {args.paired} | " + " | ".join(n for _, n in METRICS) + " |")
         print("|---|---|" + "---|" * len(METRICS))
+        by: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+        for r in runs:
+            by.setdefault((r["category"], r["teacher"]["name"]), {})[r["seed"]] = r["metrics"]
         for c in cats:
-            def seeds(t: str, k: str) -> dict[int, float]:
-                return {r["seed"]: 100 * r["metrics"][k] for r in runs if r["category"] == c and r["teacher"]["name"] == t}
+            base = by.get((c, args.paired))
             for t in teachers:
-                if t == args.paired or not seeds(t, METRICS[0][0]) or not seeds(args.paired, METRICS[0][0]):
+                if t == args.paired or base is None or (c, t) not in by:
                     continue
                 cells = []
                 for k, _ in METRICS:
-                    st = paired_stats(seeds(args.paired, k), seeds(t, k))
+                    st = paired_stats({s: 100 * m[k] for s, m in base.items()},
+                                      {s: 100 * m[k] for s, m in by[c, t].items()})
                     cells.append(f"{st['diff']:+.1f} (n={st['n']}" + (f", p={st['p']:.3f})" if st["n"] > 1 else ")"))
                 print(f"| {c} | {t} | " + " | ".join(cells) + " |")
 

@@ -58,7 +58,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
           epochs: int | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
           device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
           overwrite: bool = False,
-          num_workers: int = 0, precision: str = "fp32", progress: bool | None = None, k_sigma: float = 3.0, textures: str | Path | None = None,
+          num_workers: int = 0, precision: str = "fp32", progress: bool | None = None, k_sigma: float = 3.0,
+          textures: str | Path | None = None,
           foreground: str | None = None, logger: str | None = None, resize: str = "squash",
           on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[Any], None] | None = None,
           threshold_method: str = "sigma",
@@ -210,7 +211,7 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
                                   "data": data_spec}, default=str))
     theirs = {k: old.get(k) for k in mine}
     if isinstance(theirs["train"], dict):  # settings newer than the run: absent means what it was calibrated with
-        theirs["train"] = {**_CALIBRATION_DEFAULTS, **theirs["train"]}
+        theirs["train"] = {**_ADDED_TRAIN_DEFAULTS, **theirs["train"]}
     if mine != theirs:
         diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
                       if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
@@ -221,7 +222,7 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
 
 #: train settings added after format 1 (the calibration methods, the training precision); a run.json from
 #: before them used their defaults
-_CALIBRATION_DEFAULTS = {k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold",
+_ADDED_TRAIN_DEFAULTS = {k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold",
                                                   "precision")}
 
 
