@@ -133,7 +133,8 @@ def cli(capsys):
     return run
 
 
-ALL = [S("sigma"), S("quantile", quantile=0.9), S("gamma", quantile=0.9), S("synthetic"), S("fixed", threshold=1.0)]
+ALL = [S("sigma"), S("quantile", quantile=0.9), S("gamma", quantile=0.9), S("synthetic"), S("fpr", target_fpr=0.5),
+       S("fixed", threshold=1.0)]
 
 
 def test_no_calibration_path_reads_test_images(tiny_run, tiny_data, tmp_path, monkeypatch):
@@ -284,3 +285,123 @@ def test_synthetic_with_a_texture_folder_records_it(run_copy, tmp_path, cli):
     assert code == 2 and "--threshold-method synthetic" in err
     code, _, err = cli("calibrate", "--run", run_copy, "--method", "sigma", "--synthesis", "dskd")
     assert code == 2 and "--threshold-method synthetic" in err
+
+
+# ----------------------------------------------------------------------------- fpr: a target false-alarm rate
+def test_fpr_is_the_conformal_order_statistic():
+    from distillad.calibration import fpr_threshold
+    x = np.random.default_rng(0).permutation(np.arange(1.0, 40.0))  # n = 39, F = 0.05: k = ⌈40·0.95⌉ = 38
+    thr, rec = fpr_threshold(x, 0.05)
+    assert thr == 38.0 and rec == {"fpr_rank": 38, "expected_fpr": pytest.approx(2 / 40)}
+    assert fpr_threshold(np.arange(1.0, 20.0), 0.05)[0] == 19.0  # n = 19: (n+1)(1−F) = 19 exactly, the largest
+    assert fpr_threshold(np.arange(1.0, 11.0), 0.3)[0] == 8.0  # k = ⌈11·0.7⌉ = 8
+
+
+def test_fpr_with_too_few_images_extrapolates_and_warns():
+    x = np.array([1.0, 2.0, 4.0, 3.0, 2.5])  # n = 5 < 1/0.05 − 1: no order statistic reaches 5 %
+    c = fit_thresholds(S("fpr"), x, torch.arange(80.0).reshape(5, 1, 4, 4))
+    want = x.mean() + stats.t.ppf(0.95, 4) * x.std(ddof=1) * math.sqrt(1 + 1 / 5)
+    assert c["image_threshold"] == pytest.approx(want) and c["fpr_rank"] == 0 and c["target_fpr"] == 0.05
+    maxima = np.array([15.0, 31.0, 47.0, 63.0, 79.0])  # pixels: the same rule on each image's largest value
+    assert c["pixel_threshold"] == pytest.approx(maxima.mean() + stats.t.ppf(0.95, 4) * maxima.std(ddof=1)
+                                                 * math.sqrt(1.2))
+    assert any("cannot show a false-alarm rate of 0.05 (that needs 19)" in w for w in calibration_warnings(c))
+    tight = fit_thresholds(S("fpr"), [1.0, 1.0, 1.0, 1.0, 1.0, 9.0])  # never below the largest score
+    assert tight["image_threshold"] >= 9.0
+    with pytest.raises(DataError, match="at least 2"):
+        fit_thresholds(S("fpr"), [1.0])
+
+
+@pytest.mark.parametrize("kw,needle", [({"method": "sigma", "target_fpr": 0.1}, "--target-fpr"),
+                                       ({"method": "fpr", "target_fpr": 1.0}, "--target-fpr"),
+                                       ({"method": "fpr", "target_fpr": 0}, "--target-fpr")])
+def test_bad_target_fpr_names_the_flag(kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        CalibrationSettings(**kw)
+
+
+def test_calibrate_target_fpr_refits_and_records_it(run_copy, cli):
+    from distillad.calibration import validation_good
+    from distillad.engine import infer
+    code, out, err = cli("calibrate", "--run", run_copy, "--target-fpr", "0.5")
+    assert code == 0, err
+    assert "new: fpr (target_fpr=0.5)" in out
+    model, spec = load_run(run_copy)
+    scores = np.sort(infer(model, validation_good(spec), 16, "cpu", progress=False)["scores"].double().numpy())
+    cal = spec["calibration"]  # n = 3, F = 0.5: k = ⌈4·0.5⌉ = 2, the 2nd smallest
+    assert cal["method"] == "fpr" and cal["target_fpr"] == 0.5 and cal["fpr_rank"] == 2
+    assert cal["image_threshold"] == pytest.approx(scores[1])
+
+
+def test_train_target_fpr_alone_chooses_fpr(tiny_data, tmp_path, cli):
+    code, _, err = cli("train", "--model", "rd", "--data", tiny_data, "--out", tmp_path / "f", "--val-fraction", "0.3",
+                       "--target-fpr", "0.2", *TINY_FLAGS)
+    assert code == 0, err
+    spec = read_run_spec(tmp_path / "f")
+    assert spec["train"]["threshold_method"] == "fpr" and spec["train"]["target_fpr"] == 0.2
+    assert spec["calibration"]["method"] == "fpr" and spec["calibration"]["target_fpr"] == 0.2
+    assert "cannot show a false-alarm rate of 0.2" in err  # 3 images: k = ⌈4·0.8⌉ = 4 > 3
+
+
+# ----------------------------------------------------------------------------- feedback: calibrate --good
+def _good_folder(tiny_data: Path, dest: Path, n: int = 2) -> Path:
+    dest.mkdir()
+    for f in sorted((tiny_data / "test" / "good").iterdir())[:n]:
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
+def test_calibrate_good_adds_images_and_keeps_the_history(run_copy, tiny_data, tmp_path, cli):
+    import hashlib
+    before = read_run_spec(run_copy)["calibration"]
+    good = _good_folder(tiny_data, tmp_path / "fa")
+    code, out, err = cli("calibrate", "--run", run_copy, "--good", good)
+    assert code == 0, err
+    assert "added as good: 2 image(s)" in out and "new: sigma" in out  # the stored method, re-fitted
+    cal = load_run(run_copy)[1]["calibration"]  # schema and seal still check
+    assert cal["n_val"] == before["n_val"] + 2 and cal["n_feedback"] == 2 and len(cal["feedback"]) == 1
+    entry = cal["feedback"][0]
+    assert entry["folder"] == str(good.resolve()) and entry["added_at"].endswith("Z")
+    assert {im["path"] for im in entry["images"]} == {str(f.resolve()) for f in good.iterdir()}
+    assert all(im["sha256"] == hashlib.sha256(Path(im["path"]).read_bytes()).hexdigest() for im in entry["images"])
+    assert entry["before"]["image_threshold"] == before["image_threshold"]
+    assert entry["after"]["image_threshold"] == cal["image_threshold"] and entry["after"]["n_val"] == cal["n_val"]
+    # a later re-fit with another method keeps the added images and their history
+    code, _, err = cli("calibrate", "--run", run_copy, "--method", "quantile")
+    cal2 = read_run_spec(run_copy)["calibration"]
+    assert code == 0 and cal2["n_val"] == cal["n_val"] and cal2["feedback"] == cal["feedback"]
+    # the same images again: nothing to add, nothing written
+    raw = (run_copy / "run.json").read_bytes()
+    code, _, err = cli("calibrate", "--run", run_copy, "--good", good)
+    assert code == 2 and "already added" in err and (run_copy / "run.json").read_bytes() == raw
+    # an added file edited afterwards: re-fits refuse rather than use other images
+    f = sorted(good.iterdir())[0]
+    f.write_bytes(f.read_bytes() + b"x")
+    code, _, err = cli("calibrate", "--run", run_copy, "--method", "sigma")
+    assert code == 2 and "SHA-256 differs" in err and (run_copy / "run.json").read_bytes() == raw
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "not_image", "broken_image", "no_method"])
+def test_calibrate_good_bad_input_changes_nothing(case, run_copy, tiny_data, tmp_path, cli):
+    folder = tmp_path / "g"
+    if case != "missing":
+        folder = _good_folder(tiny_data, folder, n=0 if case == "empty" else 1)
+    if case == "not_image":
+        (folder / "notes.txt").write_text("line 3 false alarms")
+    if case == "broken_image":
+        (folder / "bad.png").write_bytes(b"not a png")
+    raw = (run_copy / "run.json").read_bytes()
+    argv = ["calibrate", "--run", run_copy] + ([] if case == "no_method" else ["--good", folder])
+    code, _, err = cli(*argv)
+    needle = {"missing": "not found", "empty": "no images", "not_image": "notes.txt: not an image",
+              "broken_image": "bad.png", "no_method": "--good DIR"}[case]
+    assert code == 2 and needle in err, err
+    assert (run_copy / "run.json").read_bytes() == raw
+
+
+def test_calibrate_good_refuses_a_run_without_validation_scores(tiny_data, tmp_path, cli):
+    run = tmp_path / "noval"
+    api.train("rd", tiny_data, run, val_fraction=0.0, **TINY)
+    raw = (run / "run.json").read_bytes()
+    code, _, err = cli("calibrate", "--run", run, "--good", _good_folder(tiny_data, tmp_path / "g"))
+    assert code == 2 and "no validation scores" in err and (run / "run.json").read_bytes() == raw

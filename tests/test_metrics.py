@@ -21,7 +21,9 @@ from distillad.metrics import (
     f1_max_threshold,
     image_auroc,
     mask_metrics,
+    per_defect_metrics,
     pixel_auroc,
+    pro_curve,
 )
 
 
@@ -256,11 +258,14 @@ def test_compute_metrics():
     labels = masks.reshape(len(masks), -1).any(1).astype(int)
     scores = maps.reshape(len(maps), -1).max(1)
     out = compute_metrics(labels, scores, masks, maps)
-    assert set(out) == {"image_auroc", "image_f1_max", "pixel_auroc", "aupro"}
+    assert set(out) == {"image_auroc", "image_f1_max", "pixel_auroc", "aupro", "aupro_005", "seg_f1_max",
+                        "seg_f1_max_threshold"}
     assert out["image_auroc"] == image_auroc(labels, scores)
     assert out["image_f1_max"] == f1_max(labels, scores)
     assert out["pixel_auroc"] == pixel_auroc(masks, maps)
     assert out["aupro"] == aupro(masks, maps)
+    assert out["aupro_005"] == pytest.approx(aupro(masks, maps, fpr_limit=0.05), abs=1e-12)
+    assert (out["seg_f1_max"], out["seg_f1_max_threshold"]) == f1_max_threshold(masks.ravel(), maps.ravel())
     assert all(isinstance(v, float) for v in out.values())
     assert set(compute_metrics(labels, scores)) == {"image_auroc", "image_f1_max"}
 
@@ -269,7 +274,8 @@ def test_compute_metrics_without_anomalous_pixels_gives_nan():
     rng = np.random.default_rng(8)
     out = compute_metrics([0, 1, 1], [0.1, 0.5, 0.4], np.zeros((3, 8, 8)), rng.random((3, 8, 8)))
     assert out["image_auroc"] == 1.0
-    assert math.isnan(out["pixel_auroc"]) and math.isnan(out["aupro"])
+    assert math.isnan(out["pixel_auroc"]) and math.isnan(out["aupro"]) and math.isnan(out["aupro_005"])
+    assert math.isnan(out["seg_f1_max"]) and math.isnan(out["seg_f1_max_threshold"])
     out = compute_metrics([0, 0], [0.1, 0.5])
     assert math.isnan(out["image_auroc"]) and math.isnan(out["image_f1_max"])
     with pytest.raises(DataError, match="both masks and maps"):
@@ -290,6 +296,74 @@ def test_mask_metrics_by_hand():
     masks = np.zeros((2, 2, 2), bool)
     masks[0, 0] = True  # 2 anomalous pixels
     maps = np.array([[[0.9, 0.2], [0.1, 0.1]], [[0.8, 0.1], [0.1, 0.7]]])  # flagged at 0.5: 3 pixels, 1 right
-    assert mask_metrics(masks, maps, 0.5) == {"mask_precision": 1 / 3, "mask_recall": 1 / 2}
+    assert mask_metrics(masks, maps, 0.5) == {"mask_precision": 1 / 3, "mask_recall": 1 / 2, "seg_f1": 2 / 5}
     assert mask_metrics(masks[:, None], maps[:, None], 0.95)["mask_recall"] == 0.0
     assert math.isnan(mask_metrics(masks, maps, 0.95)["mask_precision"])
+
+
+# ----------------------------------------------------------------------------- AUPRO@0.05, SegF1, per defect type
+@pytest.mark.parametrize("seed,levels", [(10, None), (11, 4)])
+def test_aupro_005_in_compute_metrics_matches_slow_reference(seed, levels):
+    masks, maps = random_blob_data(seed, n=7, levels=levels)
+    labels = masks.reshape(len(masks), -1).any(1)
+    out = compute_metrics(labels, maps.reshape(len(maps), -1).max(1), masks, maps)
+    assert out["aupro_005"] == pytest.approx(ref_aupro(masks, maps, 0.05), abs=1e-9)
+    assert out["aupro"] == pytest.approx(ref_aupro(masks, maps, 0.3), abs=1e-9)
+    fpr, pro = pro_curve(masks, maps)
+    assert fpr[0] == pro[0] == 0.0 and fpr[-1] == 1.0 and pro[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(fpr) >= 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_seg_f1_matches_sklearn_at_the_threshold_and_at_its_best(seed, sklearn_metrics):
+    masks, maps = random_blob_data(seed, n=5, size=24, levels=6)
+    for thr in (0.0, 0.5, 1.25):
+        expected = sklearn_metrics.f1_score(masks.ravel(), maps.ravel() >= thr)
+        assert mask_metrics(masks, maps, thr)["seg_f1"] == pytest.approx(expected, abs=1e-12)
+    out = compute_metrics(masks.reshape(len(masks), -1).any(1), maps.reshape(len(maps), -1).max(1), masks, maps)
+    best = max(sklearn_metrics.f1_score(masks.ravel(), maps.ravel() >= t) for t in np.unique(maps))
+    assert out["seg_f1_max"] == pytest.approx(best, abs=1e-12)
+    at_best = sklearn_metrics.f1_score(masks.ravel(), maps.ravel() >= out["seg_f1_max_threshold"])
+    assert at_best == pytest.approx(best, abs=1e-12)
+
+
+def test_seg_f1_nothing_flagged_nothing_anomalous_is_nan():
+    assert math.isnan(mask_metrics(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), 0.5)["seg_f1"])
+    assert mask_metrics(np.ones((1, 4, 4)), np.zeros((1, 4, 4)), 0.5)["seg_f1"] == 0.0
+
+
+def _typed_blob_data(seed: int):
+    """random_blob_data with good images (no region) and two defect types over the others."""
+    masks, maps = random_blob_data(seed, n=9, size=20)
+    labels = masks.reshape(len(masks), -1).any(1)
+    defects = np.where(~labels, "good", np.where(np.arange(len(labels)) % 2 == 0, "crack", "hole"))
+    return labels, maps.reshape(len(maps), -1).max(1), defects, masks, maps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_defect_metrics_match_direct_computations(seed, sklearn_metrics):
+    labels, scores, defects, masks, maps = _typed_blob_data(seed)
+    thr = float(np.median(scores))
+    out = per_defect_metrics(labels, scores, list(defects), thr, masks, maps)
+    assert list(out) == sorted(set(defects[labels]))
+    for name, row in out.items():
+        of_type, good = defects == name, ~labels
+        keep = of_type | good
+        assert row["count"] == int(of_type.sum())
+        assert row["image_auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(labels[keep], scores[keep]),
+                                                   abs=1e-12)
+        assert row["recall"] == pytest.approx(sklearn_metrics.recall_score(labels[keep], scores[keep] >= thr),
+                                              abs=1e-12)
+        assert row["aupro"] == pytest.approx(ref_aupro(masks[keep], maps[keep]), abs=1e-9)
+
+
+def test_per_defect_metrics_without_threshold_masks_or_good_images():
+    out = per_defect_metrics([0, 1, 1], [0.1, 0.5, 0.05], ["good", "dent", "dent"])
+    assert out == {"dent": {"count": 2, "image_auroc": 0.5}}
+    out = per_defect_metrics([1, 1], [0.5, 0.6], ["a", "b"], image_threshold=0.55)
+    assert math.isnan(out["a"]["image_auroc"]) and out["a"]["recall"] == 0.0 and out["b"]["recall"] == 1.0
+    assert per_defect_metrics([0, 0], [0.1, 0.2], ["good", "good"]) == {}
+    with pytest.raises(DataError, match="defects has 1 entries"):
+        per_defect_metrics([0, 1], [0.1, 0.2], ["good"])
+    with pytest.raises(DataError, match="both masks and maps"):
+        per_defect_metrics([0, 1], [0.1, 0.2], ["good", "x"], masks=np.zeros((2, 4, 4)))

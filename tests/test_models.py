@@ -44,6 +44,13 @@ def test_one_training_step_per_phase(name):
     trainable = {id(p): p.requires_grad for p in model.parameters()}
     for ph in phases:
         _enter_phase(model, ph, trainable)
+        if not ph.gradient:  # a statistics fit (PatchCore's bank): no gradient anywhere, ``finish`` takes the rows
+            with torch.no_grad():
+                out = getattr(model, ph.loss)(_batch())
+            assert torch.isfinite(out["loss"]) and not param_groups(model, ph, trainable)
+            assert all(p.grad is None for p in model.parameters())
+            getattr(model, ph.finish)({k: v for k, v in out.items() if v.dim() > 0})
+            continue
         opt = (ph.optimizer or model.build_optimizer)(param_groups(model, ph, trainable))
         losses = getattr(model, ph.loss)(_batch())
         assert "loss" in losses and torch.isfinite(losses["loss"]), ph.name

@@ -28,9 +28,10 @@ from .data import AnomalyDataset, load_samples, train_val_split
 from .calibration import CalibrationSettings, normalize_scores, refit
 from .calibration import fit as fit_calibration
 from .data.resize import check_resize, crop_to_images, derive_input_size, run_geometry
+from .early_stopping import AUTO, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, EarlyStopping, parse_epochs
 from .engine import TrainConfig, fit, infer, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
-from .metrics import compute_metrics, decision_metrics, mask_metrics
+from .metrics import compute_metrics, decision_metrics, mask_metrics, per_defect_metrics, pro_curve
 from .outputs import check_writable, is_within
 from .precision import prepare_for_inference
 from .registry import create_model
@@ -55,7 +56,7 @@ def build_train_sets(model: Any, samples: Sequence[Any], image_size: int | tuple
 
 
 def train(model: str, data: str | Path, out: str | Path, category: str | None = None, layout: str | None = None,
-          epochs: int | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
+          epochs: int | str | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
           device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
           overwrite: bool = False,
           num_workers: int = 0, precision: str = "fp32", progress: bool | None = None, k_sigma: float = 3.0,
@@ -64,6 +65,7 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
           on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[Any], None] | None = None,
           threshold_method: str = "sigma",
           quantile: float = 0.995, threshold: float | None = None, pixel_threshold: float | None = None,
+          target_fpr: float | None = None,
           **model_kwargs: Any) -> dict[str, Any]:
     """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json.
 
@@ -76,9 +78,11 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     block, so ``announce=print`` works); without it, the lines are logged (logger ``distillad``, INFO; the time is measured
     only when someone reads it) and its warnings are ``UserWarning``s.
     ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
-    ``threshold_method`` (sigma | quantile | gamma | synthetic | fixed), ``k_sigma``, ``quantile``,
-    ``threshold``, ``pixel_threshold``: how the thresholds are fitted on the validation split after
+    ``threshold_method`` (sigma | quantile | gamma | synthetic | fpr | fixed), ``k_sigma``, ``quantile``,
+    ``threshold``, ``pixel_threshold``, ``target_fpr`` (fpr's false-alarm rate): how the thresholds are fitted on the validation split after
     training (``distillad.calibration``; ``distillad calibrate`` re-fits them later).
+    ``epochs="auto"``: up to the method's paper epochs, stopping once validation (held-out good images vs.
+    synthetic defects made from them) stops improving, with the best epoch's weights (``early_stopping``).
     ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
     there (and nothing else). One process at a time trains into a folder (a lock).
     Under torchrun the ranks train data-parallel (``distillad.distributed``; ``batch_size`` is the global
@@ -87,7 +91,8 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: continue the run, or start over")
     # checks k_sigma, quantile and the thresholds (one message per flag)
-    calibration = CalibrationSettings(threshold_method, k_sigma, quantile, threshold, pixel_threshold)
+    calibration = CalibrationSettings(threshold_method, k_sigma, quantile, threshold, pixel_threshold,
+                                      target_fpr=target_fpr)
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     _refuse_inside(out, data, "the data folder")
@@ -101,6 +106,11 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     distributed.init(resolve_device(device))  # a bad device fails before anything is written; joins torchrun's group
     seed_everything(seed)
     net = create_model(model, **model_kwargs)
+    epochs = parse_epochs(epochs)
+    auto = epochs == AUTO
+    if auto and not any(ph.schedule == "joint" for ph in net.phases()):
+        auto, epochs = False, None  # a fit without epochs (PatchCore): nothing to stop
+    epochs = None if auto else epochs
     cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers, precision).resolved(net)
     cfg.check_precision(resolve_device(device))  # before anything is written
     distributed.check_batch_sizes({ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()})  # before writing
@@ -109,7 +119,9 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
                  "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
     train_cfg = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                  "seed": seed, "k_sigma": k_sigma, "threshold_method": threshold_method, "quantile": quantile,
-                 "threshold": threshold, "pixel_threshold": pixel_threshold, "precision": cfg.precision}
+                 "threshold": threshold, "pixel_threshold": pixel_threshold, "target_fpr": target_fpr,
+                 "precision": cfg.precision,
+                 "early_stopping": {"patience": DEFAULT_PATIENCE, "min_delta": DEFAULT_MIN_DELTA} if auto else None}
     samples = load_samples(data, "train", category, layout)
     train_s, val_s = train_val_split(samples, val_fraction, split_seed)
     if not train_s:
@@ -135,8 +147,9 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
             spec = read_run_spec(out)
         if spec.get("finished"):
             return spec
+        stopper = _stopper(spec, out, val_set, cfg, device)  # --epochs auto (early_stopping); None otherwise
         return _train_in(out, net, cfg, spec["run_id"], sets, val_set, logger, device, resume, progress,
-                         on_step_end, calibration, data_spec["textures"])
+                         on_step_end, calibration, data_spec["textures"], stopper)
 
 
 def _announce(announce: Callable[[Any], None] | None, net: Any, data: Any, category: str | None, layout: str | None,
@@ -222,14 +235,14 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
 
 #: train settings added after format 1 (the calibration methods, the training precision); a run.json from
 #: before them used their defaults
-_ADDED_TRAIN_DEFAULTS = {k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold",
-                                                  "precision")}
+_ADDED_TRAIN_DEFAULTS = {**{k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold",
+                                                     "target_fpr", "precision")}, "early_stopping": None}
 
 
 def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,
               logger: str | None, device: str, resume: bool, progress: bool | None,
               on_step_end: Callable[[Any, Any], None] | None, calibration: CalibrationSettings,
-              textures: str | None) -> dict[str, Any]:
+              textures: str | None, stopper: Any = None) -> dict[str, Any]:
     """Fit, calibrate on the validation good images and finish the run folder ``out``."""
     track = None
     if logger is not None and distributed.is_main():
@@ -239,7 +252,7 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
     if track is not None and val_set is not None:
         hook = _log_validation_overlays(track, val_set, device, on_step_end)
     try:
-        history = fit(net, sets, cfg, out, resume=resume, progress=progress, logger=track, on_step_end=hook,
+        history = fit(net, sets, cfg, out, resume=resume, progress=progress, logger=track, on_step_end=hook, stopper=stopper,
                       run_id=run_id)
     finally:
         if track is not None:
@@ -254,6 +267,22 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
         raise type(e)(f"{e}. The run is trained and saved in {out} without thresholds: set them with "
                       f"`distillad calibrate --run {out} --method M`") from None
     return finish_run(out, net, calib, history)
+
+
+def _stopper(spec: dict[str, Any], out: Path, val_set: Any, cfg: TrainConfig, device: str) -> Any:
+    """The run's ``EarlyStopping`` when its run.json asks for one (``train.early_stopping``), else None; its
+    validation defects are made from the validation good images only (DRAEM-style, fixed seed)."""
+    es = (spec.get("train") or {}).get("early_stopping")
+    if not es:
+        return None
+    from .validation import synthetic_defects
+    if val_set is None or len(val_set) < 2:
+        raise DataError("--epochs auto needs validation images (at least 2 good images held out: raise "
+                        "--val-fraction or give a number of epochs)")
+    textures = (spec.get("data") or {}).get("textures")
+    defective, _ = synthetic_defects(val_set, textures)
+    return EarlyStopping(val_set, defective, out if distributed.is_main() else None, es["patience"], es["min_delta"],
+                         cfg.batch_size or 16, device)  # type: ignore[arg-type]
 
 
 def _log_validation_overlays(track: Any, val_set: AnomalyDataset, device: str,
@@ -293,7 +322,9 @@ def _test_set(spec: dict[str, Any], data: str | Path | None, category: str | Non
 def test(run: str | Path, data: str | Path | None = None, category: str | None = None, layout: str | None = None,
          device: str = "auto", batch_size: int = 16, n_overlays: int = 8, progress: bool | None = None,
          fpr_limit: float = 0.3, calibration: CalibrationSettings | None = None, tile: int = 1, precision: str = "fp32") -> dict[str, Any]:
-    """Evaluate a run on its dataset's test split; writes metrics.json, scores.csv and pictures.
+    """Evaluate a run on its dataset's test split; writes metrics.json (with ``per_defect``: results per
+    defect type, ``metrics.per_defect_metrics``), scores.csv, scores.png, overlays.png and report.html
+    (``distillad.report``: tables, curves and the worst misses in one self-contained page).
 
     Images are fitted as the run's ``data.resize`` says; ``tile`` > 1 predicts tile by tile
     (``distillad.tiling``). Pixel metrics cover the images' own pixels (no padding).
@@ -316,26 +347,39 @@ def test(run: str | Path, data: str | Path | None = None, category: str | None =
         raise DataError(f"{bad[0]}: the model scored it {scores[res['paths'].index(bad[0])]} "
                         f"({len(bad)} non-finite scores in all); no metric or decision is computed from them")
     has_masks = bool(masks.sum() > 0)
-    metrics = compute_metrics(labels, scores, masks[:, 0].numpy().astype(bool) if has_masks else None,
-                              maps[:, 0].numpy() if has_masks else None, fpr_limit=fpr_limit)
+    pix_masks = masks[:, 0].numpy() > 0.5 if has_masks else None
+    pix_maps = maps[:, 0].numpy() if has_masks else None
+    metrics = compute_metrics(labels, scores, pix_masks, pix_maps, fpr_limit=fpr_limit)
     calib = spec.get("calibration", {}) if calibration is None else refit(model, spec, calibration, run, batch_size,
                                                                           device, progress)
     thr = calib.get("image_threshold")
     if thr is not None:
         metrics.update(decision_metrics(labels, scores, thr))
     if has_masks and calib.get("pixel_threshold") is not None:
-        metrics.update(mask_metrics(masks[:, 0].numpy() > 0.5, maps[:, 0].numpy(),
-                                    calib["pixel_threshold"]))
+        metrics.update(mask_metrics(pix_masks, pix_maps, calib["pixel_threshold"]))
+    per_defect = per_defect_metrics(labels, scores, res["defects"], thr, pix_masks, pix_maps, fpr_limit)
     metrics.update(n_test=int(len(labels)), n_defective=int(labels.sum()),
                    infer_images_per_s=float(len(labels) / res["seconds"]))
     out = {"metrics": metrics, "run": str(run), "method": spec["method"], "data": str(data or spec["data"]["path"]),
            "calibration": calib, "calibration_source": "run.json" if calibration is None else "re-fitted for this test",
-           "tile": tile}
+           "tile": tile, "per_defect": per_defect}
     atomic_write_json(run / "metrics.json", out)
     _write_scores_csv(run / "scores.csv", res["paths"], res["defects"], labels, scores, calib)
     plot_scores(run / "scores.png", labels, scores, thr, title=f"{spec['method']} — {Path(spec['data']['path']).name}")
     _save_overlay_strip(run / "overlays.png", ds, res, calib, n_overlays)
+    from .report import REPORT_FILE, write_test_report
+    write_test_report(run / REPORT_FILE, out, per_defect, ds, res, _pro_or_none(pix_masks, pix_maps), fpr_limit)
     return out
+
+
+def _pro_or_none(masks: np.ndarray | None, maps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The PRO curve for report.html, None without masks or without a normal pixel to measure the FPR on."""
+    if masks is None:
+        return None
+    try:
+        return pro_curve(masks, maps)
+    except DataError:
+        return None
 
 
 def _write_scores_csv(path: Path, paths: Sequence[str], defects: Sequence[str], labels: np.ndarray | None,

@@ -18,6 +18,13 @@ is ``>= pixel_threshold``). Both come from the run's validation split of good tr
   images from synthetic defects made from those same images (``validation.synthetic_defects``, fixed
   seed; textures: ``textures``, else the run's ``data.textures``, else procedural noise); the pixel
   threshold is the F1-best over pixels of the synthetic masks (good images' pixels count as normal).
+- ``fpr``: the threshold whose expected false-alarm rate on good images is ``target_fpr`` F (default 0.05),
+  from the n validation scores (``fpr_threshold``): the split-conformal order statistic, the
+  k = ⌈(n+1)(1−F)⌉-th smallest score, whose expected FPR is (n+1−k)/(n+1) ≤ F for exchangeable good
+  images; when k > n (n < 1/F − 1, e.g. 5 images at F = 0.05) no order statistic reaches F, and the
+  threshold is the normal prediction bound mean + t(1−F, n−1)·sd·√(1 + 1/n), never below the largest
+  score (an extrapolation: a warning says so). The pixel threshold is the same rule on each validation
+  image's largest map value: a good image shows any defect pixel with rate about F.
 - ``fixed``: the user's numbers (``threshold``, optionally ``pixel_threshold``; without one the pixel
   threshold is ``sigma``'s, recorded as ``pixel_method``).
 
@@ -31,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,12 +46,12 @@ from torch.utils.data import Dataset
 
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "DEFAULT_QUANTILE", "MIN_VALIDATION", "CalibrationSettings",
-           "fit_thresholds", "score_validation", "fit", "validation_good", "refit", "calibrate_run", "normalize_scores",
-           "calibration_warnings", "describe"]
+__all__ = ["METHODS", "DEFAULT_METHOD", "DEFAULT_QUANTILE", "DEFAULT_TARGET_FPR", "MIN_VALIDATION",
+           "CalibrationSettings", "fpr_threshold", "fit_thresholds", "score_validation", "fit", "validation_good",
+           "refit", "stored_settings", "calibrate_run", "normalize_scores", "calibration_warnings", "describe"]
 
-METHODS = ("sigma", "quantile", "gamma", "synthetic", "fixed")
-DEFAULT_METHOD, DEFAULT_K_SIGMA, DEFAULT_QUANTILE = "sigma", 3.0, 0.995
+METHODS = ("sigma", "quantile", "gamma", "synthetic", "fpr", "fixed")
+DEFAULT_METHOD, DEFAULT_K_SIGMA, DEFAULT_QUANTILE, DEFAULT_TARGET_FPR = "sigma", 3.0, 0.995, 0.05
 MIN_VALIDATION = 20  # fewer validation images than this: thresholds are rough (a warning says so)
 
 
@@ -68,6 +75,7 @@ class CalibrationSettings:
     pixel_threshold: float | None = None
     synthesis: str = "draem"
     textures: str | None = None  #: synthetic: texture folder of the defects (None: the run's data.textures)
+    target_fpr: float | None = None  #: fpr: the false-alarm rate F (None: DEFAULT_TARGET_FPR)
 
     def __post_init__(self) -> None:
         from .validation import SYNTHESIS_PRESETS
@@ -86,6 +94,11 @@ class CalibrationSettings:
             flag = "--threshold" if self.threshold is not None else "--pixel-threshold"
             raise ConfigError(f"{flag} sets a fixed threshold: use it with --threshold-method fixed "
                               f"(the {self.method} method fits its own)")
+        if self.target_fpr is not None:
+            _number("target_fpr (--target-fpr)", self.target_fpr, 0, 1, closed=False)
+            if self.method != "fpr":
+                raise ConfigError(f"--target-fpr sets the false-alarm rate of threshold method fpr, "
+                                  f"not of {self.method}")
         if self.synthesis not in SYNTHESIS_PRESETS:
             raise ConfigError(f"synthesis must be one of {', '.join(SYNTHESIS_PRESETS)}, got {self.synthesis!r}")
         if self.textures is not None and self.method != "synthetic":
@@ -109,6 +122,22 @@ def _gamma(values: np.ndarray, q: float, what: str) -> tuple[float, dict[str, fl
                                                                    "gamma_scale": float(scale)}
 
 
+def fpr_threshold(values: np.ndarray, target_fpr: float) -> tuple[float, dict[str, Any]]:
+    """(threshold, record) at which a new good image's score is ``>=`` it with probability about
+    ``target_fpr`` F, from n good ``values``: the ⌈(n+1)(1−F)⌉-th smallest (exact for exchangeable
+    scores), else the normal prediction bound, at least the largest value (see the module docstring)."""
+    n = values.size
+    k = math.ceil((n + 1) * (1 - target_fpr) - 1e-9)  # the tolerance keeps (n+1)(1−F) = 19.0 from rounding up
+    if k <= n:
+        return float(np.sort(values)[k - 1]), {"fpr_rank": k, "expected_fpr": (n + 1 - k) / (n + 1)}
+    from scipy import stats
+    if n < 2:
+        raise DataError(f"fpr calibration needs at least 2 validation images, got {n}")
+    bound = float(values.mean() + stats.t.ppf(1 - target_fpr, n - 1) * values.std(ddof=1) * math.sqrt(1 + 1 / n))
+    return max(bound, float(values.max())), {"fpr_rank": 0, "expected_fpr": target_fpr,
+                                             "fpr_min_images": math.ceil(1 / target_fpr - 1)}
+
+
 def _one(settings: CalibrationSettings, method: str, values: np.ndarray, what: str,
          pos: np.ndarray | None = None, neg_extra: np.ndarray | None = None) -> tuple[float, dict[str, Any]]:
     """(threshold, extra record) of one method over good ``values`` (float64, flat); ``pos``: the
@@ -120,6 +149,8 @@ def _one(settings: CalibrationSettings, method: str, values: np.ndarray, what: s
         return float(np.quantile(values, settings.quantile)), {}
     if method == "gamma":
         return _gamma(values, settings.quantile, what)
+    if method == "fpr":
+        return fpr_threshold(values, DEFAULT_TARGET_FPR if settings.target_fpr is None else settings.target_fpr)
     if method == "synthetic":
         from .metrics import f1_max_threshold
         if pos is None or pos.size == 0:
@@ -161,6 +192,10 @@ def fit_thresholds(settings: CalibrationSettings, scores: Any, maps: Any = None,
         out["k_sigma"] = settings.k_sigma
     if m in ("quantile", "gamma"):
         out["quantile"] = settings.quantile
+    if m == "fpr":
+        out["target_fpr"] = DEFAULT_TARGET_FPR if settings.target_fpr is None else settings.target_fpr
+        if p is not None and s.size:  # per image: its largest map value (see the module docstring)
+            p = p.reshape(s.size, -1).max(axis=1)
     pos_s = pos_p = neg_p = None
     if m == "synthetic":
         from .validation import SYNTHESIS_SEED
@@ -224,48 +259,85 @@ def fit(model: Any, good: Dataset | None, settings: CalibrationSettings, batch_s
     return out
 
 
-def validation_good(spec: Mapping[str, Any]) -> Dataset | None:
-    """The run's validation good images as a dataset (None when it has none)."""
+def validation_good(spec: Mapping[str, Any], extra: Sequence[Any] = ()) -> Dataset | None:
+    """The run's validation good images as a dataset (None when it has none), with the images a user
+    added as good (``extra`` samples, ``distillad.feedback``) after them."""
     from .data import AnomalyDataset
     from .data.resize import run_geometry
     from .validation import validation_samples
     val = validation_samples(spec)
     hw, mode = run_geometry(spec)
-    return AnomalyDataset(val, image_size=hw, resize=mode) if val else None
+    return AnomalyDataset([*val, *extra], image_size=hw, resize=mode) if val else None
 
 
 def refit(model: Any, spec: Mapping[str, Any], settings: CalibrationSettings, run: str | Path, batch_size: int = 16,
           device: str = "auto", progress: bool | None = None) -> dict[str, Any]:
-    """A finished run's calibration fitted anew with ``settings`` (nothing is written)."""
-    good = validation_good(spec)
+    """A finished run's calibration fitted anew with ``settings`` on its validation good images and the
+    images a user added as good (their history is kept in the record; nothing is written)."""
+    from .feedback import feedback_samples
+    stored = spec.get("calibration") or {}
+    good = validation_good(spec, feedback_samples(stored))
     if good is None and settings.method != "fixed":
         raise DataError(f"{run}: the run has no validation images (val_fraction {spec['data'].get('val_fraction')}); "
                         f"threshold method {settings.method} fits on them: give a number with --method fixed "
                         "--threshold X, or retrain with --val-fraction > 0")
-    return fit(model, good, settings, batch_size, device, progress, spec["data"].get("textures"))
+    out = fit(model, good, settings, batch_size, device, progress, spec["data"].get("textures"))
+    if stored.get("feedback"):
+        out.update(n_feedback=sum(len(e["images"]) for e in stored["feedback"]), feedback=list(stored["feedback"]))
+    return out
 
 
-def calibrate_run(run: str | Path, settings: CalibrationSettings, device: str = "auto", batch_size: int = 16,
-                  progress: bool | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def stored_settings(calib: Mapping[str, Any]) -> CalibrationSettings:
+    """The settings a stored calibration was fitted with (``calibrate --good`` without ``--method``)."""
+    m = calib.get("method", "sigma")
+    if m == "fixed":
+        raise ConfigError("the run's thresholds are fixed numbers: good images change nothing there; give --method "
+                          "(or --target-fpr) to fit thresholds on them")
+    return CalibrationSettings(m, calib.get("k_sigma", DEFAULT_K_SIGMA), calib.get("quantile", DEFAULT_QUANTILE),
+                               synthesis=calib.get("synthesis", "draem"), target_fpr=calib.get("target_fpr"),
+                               textures=calib.get("textures") if m == "synthetic" else None)
+
+
+def calibrate_run(run: str | Path, settings: CalibrationSettings | None, device: str = "auto", batch_size: int = 16,
+                  progress: bool | None = None, good: str | Path | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Re-fit a trained run's thresholds on its validation split and rewrite its run.json (atomically, a
     new integrity seal, under the run's lock: no training may write the folder meanwhile); returns
-    (old, new) calibration. The weights are not touched; ``test`` afterwards reports the new decisions."""
+    (old, new) calibration. The weights are not touched; ``test`` afterwards reports the new decisions.
+    ``good``: a folder of images confirmed good, added to the calibration set first (``distillad.feedback``;
+    ``settings`` None: the stored method). Every check comes before any write: bad input changes nothing."""
+    from .feedback import history_entry, read_good_folder
     from .checkpoint import RUN_FILE, atomic_write_json, load_run, read_run_spec, run_lock
     from .engine import resolve_device
     from .outputs import check_writable
     from .run_schema import seal
+    if settings is None and good is None:
+        raise ConfigError("calibrate: give --method (or --target-fpr) to re-fit, or --good DIR to add good images")
     run = Path(run)
     spec = read_run_spec(run)  # a folder without a valid, sealed run.json is refused before any lock file is made
     if not spec.get("finished"):
         raise CheckpointError(f"{run}: training did not finish; there is nothing to calibrate yet")
+    old = dict(spec.get("calibration") or {})
+    settings = stored_settings(old) if settings is None else settings
+    added = None
+    if good is not None:
+        if not spec["data"].get("val_fraction") or not old.get("n_val"):
+            raise DataError(f"{run}: the run has no validation scores to add good images to (val_fraction "
+                            f"{spec['data'].get('val_fraction')}); retrain with --val-fraction > 0")
+        added = read_good_folder(good, old)
     check_writable(run, flag="--run")
     with run_lock(run):
         model, spec = load_run(run, resolve_device(device))  # weights and teacher hashes checked
+        old_integrity = spec.get("integrity")
+        if added is not None:  # the new images join the history, so refit reads them with the earlier ones
+            spec = {**spec, "calibration": {**old, "feedback": [*old.get("feedback", []),
+                                                                history_entry(good, added, old, {})]}}
         new = refit(model, spec, settings, run, batch_size, device, progress)
+        if added is not None:
+            new["feedback"][-1] = history_entry(good, added, old, new)
         again = read_run_spec(run)
-        if again.get("integrity") != spec.get("integrity"):
+        if again.get("integrity") != old_integrity:
             raise CheckpointError(f"{run}: run.json changed while calibrating; nothing was written")
-        old = dict(spec.get("calibration") or {})
         spec["calibration"] = new
         atomic_write_json(run / RUN_FILE, seal(spec))
     return old, new
@@ -290,6 +362,9 @@ def calibration_warnings(calib: Mapping[str, Any]) -> list[str]:
     elif 0 < n < MIN_VALIDATION and (calib.get("method") != "fixed" or calib.get("pixel_method")):
         out.append(f"the thresholds were fitted on only {n} validation image{'s' if n > 1 else ''} (fewer than "
                    f"{MIN_VALIDATION}): decisions may be unreliable; hold out more good images (--val-fraction)")
+    if calib.get("method") == "fpr" and calib.get("fpr_rank") == 0 and "image_threshold" in calib:
+        out.append(f"{n} validation images cannot show a false-alarm rate of {calib['target_fpr']:g} (that needs "
+                   f"{calib['fpr_min_images']}): the threshold extrapolates a normal fit beyond the largest score")
     if "score_mean" in calib and calib.get("image_threshold", math.inf) <= calib["score_mean"]:
         out.append(f"the image threshold {calib['image_threshold']:.4g} is not above the validation mean "
                    f"{calib['score_mean']:.4g}: most good images will be called defective")
@@ -300,7 +375,7 @@ def describe(calib: Mapping[str, Any]) -> str:
     """One line: method, parameters and thresholds of a calibration."""
     method = calib.get("method", "sigma")
     params = [f"{k}={calib[k]:g}" if isinstance(calib[k], float) else f"{k}={calib[k]}"
-              for k in ("k_sigma", "quantile", "synthesis") if k in calib and method != "fixed"]
+              for k in ("k_sigma", "quantile", "target_fpr", "synthesis") if k in calib and method != "fixed"]
     if calib.get("pixel_method"):
         params.append(f"pixel: {calib['pixel_method']} k_sigma={calib.get('k_sigma', DEFAULT_K_SIGMA):g}")
     thr = lambda k: f"{calib[k]:.6g}" if k in calib else "none"  # noqa: E731

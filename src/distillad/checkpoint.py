@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import CheckpointError, OutputError
+from .errors import CheckpointError, ConfigError, OutputError
 from .outputs import ensure_folder, write_failed
 from .run_schema import seal, validate_run_spec
 
@@ -57,8 +57,9 @@ RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
 LOCK_FILE = ".distillad.lock"
 #: what ``train`` writes into a run folder, and what ``test`` adds (``--overwrite`` removes exactly these)
-RUN_FILES = (RUN_FILE, WEIGHTS_FILE, "last.safetensors", "trainer_state.json", "train_log.jsonl")
-TEST_OUTPUTS = ("metrics.json", "scores.csv", "scores.png", "overlays.png")
+RUN_FILES = (RUN_FILE, WEIGHTS_FILE, "last.safetensors", "trainer_state.json", "train_log.jsonl",
+             "early_stop.json", "best.safetensors")  # the last two: --epochs auto (early_stopping)
+TEST_OUTPUTS = ("metrics.json", "scores.csv", "scores.png", "overlays.png", "report.html")
 _TMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.tmp)?$")
 
 
@@ -287,7 +288,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[t
 
 def model_from_spec(spec: dict[str, Any], run_dir: str | Path) -> torch.nn.Module:
     """Rebuild exactly the model a run recorded: its method's class with the stored full keywords."""
-    from .errors import ConfigError
     from .registry import rebuild_model
     try:
         return rebuild_model(spec["method"], dict(spec["model_kwargs"]))
@@ -296,6 +296,12 @@ def model_from_spec(spec: dict[str, Any], run_dir: str | Path) -> torch.nn.Modul
 
 
 def _load_student(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    resize = getattr(model, "resize_state", None)  # a fitted size (PatchCore's memory bank) follows the file
+    if resize is not None:
+        try:
+            resize(state)
+        except ConfigError as e:
+            raise CheckpointError(f"{where}: {e}") from None
     own = model.student_state_dict()  # type: ignore[operator]
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))

@@ -284,7 +284,8 @@ def run(argv: Sequence[str]) -> int:
         if settings is not None:
             _warn_calibration(out["calibration"])
         _print_metrics(out["metrics"])
-        print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png")
+        _print_per_defect(out.get("per_defect", {}), out["metrics"])
+        print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png, report.html")
     elif args.command == "calibrate":
         return _calibrate(args)
     elif args.command == "predict":
@@ -377,9 +378,12 @@ def _warn_calibration(calib: dict[str, Any]) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     """``distillad calibrate``: re-fit, rewrite run.json, print the old and the new thresholds."""
     from .calibration import calibrate_run, describe
-    old, new = calibrate_run(args.run, calibration_settings(args), args.device, args.batch_size)
+    old, new = calibrate_run(args.run, calibration_settings(args), args.device, args.batch_size, good=args.good)
     print(f"old: {describe(old)}")
     print(f"new: {describe(new)}")
+    if args.good is not None:
+        print(f"added as good: {len(new['feedback'][-1]['images'])} image(s) from {args.good} "
+              f"({new['n_feedback']} added in all, recorded in run.json's calibration.feedback)")
     print(f"written: {Path(args.run) / 'run.json'} (rerun `distillad test --run {args.run}` for the decisions "
           "at the new thresholds)")
     _warn_calibration(new)
@@ -387,12 +391,30 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(m: dict[str, Any]) -> None:
-    keys = ["image_auroc", "pixel_auroc", "aupro", "image_f1_max", "threshold_accuracy", "threshold_precision",
-            "threshold_tpr", "threshold_fpr", "mask_precision", "mask_recall", "infer_images_per_s"]
+    keys = ["image_auroc", "pixel_auroc", "aupro", "aupro_005", "image_f1_max", "seg_f1_max", "threshold_accuracy",
+            "threshold_precision", "threshold_tpr", "threshold_fpr", "mask_precision", "mask_recall", "seg_f1",
+            "infer_images_per_s"]
     width = max(len(k) for k in keys)
     for k in keys:
         if k in m:
             print(f"{k:<{width}}  {m[k]:.4f}")
+
+
+def _print_per_defect(per_defect: dict[str, dict[str, Any]], m: dict[str, Any]) -> None:
+    """``test``'s table per defect type (each against the good images), then the good images' false alarms."""
+    if not per_defect:
+        return
+    width = max(11, *(len(k) for k in per_defect))
+
+    def cell(v: Any) -> str:
+        return f"{'—' if v is None or v != v else f'{v:.4f}':>10}"  # v != v: nan, undefined
+    print(f"\n{'defect type':<{width}}  {'n':>4}  {'I-AUROC':>10}  {'recall@thr':>10}  {'AUPRO':>10}")
+    for name, r in per_defect.items():
+        print(f"{name:<{width}}  {r['count']:>4}  {cell(r.get('image_auroc'))}  {cell(r.get('recall'))}  "
+              f"{cell(r.get('aupro'))}")
+    if "n_test" in m:
+        fa = f"  false alarms@thr {m['threshold_fpr']:.4f}" if "threshold_fpr" in m else ""
+        print(f"{'good':<{width}}  {m['n_test'] - m['n_defective']:>4}{fa}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,16 @@ __all__ = ["Parser", "add_model_flags", "add_run_flags", "add_calibration_flags"
 _NONE = "none"
 
 
+
+def _epochs(text: str) -> int | str:
+    """``--epochs``: a positive integer or ``auto`` (``early_stopping``)."""
+    from .early_stopping import parse_epochs
+    from .errors import ConfigError
+    try:
+        return parse_epochs(text.strip().lower())  # type: ignore[return-value]
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 def _convert(kind: str, nullable: bool, choices: tuple[Any, ...] = ()) -> Callable[[str], Any]:
     """argparse ``type=`` for one value of ``kind``; ``none`` means None where the hint allows None
     (unless "none" is itself one of the choices). Its ``__name__`` shows in argparse's messages."""
@@ -109,7 +119,10 @@ def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--layout", default=S,
                    help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, cifar10, folder")
     t.add_argument("--out", default=S, help=out_help)
-    t.add_argument("--epochs", type=int, default=S, help="default: the method's paper setting")
+    t.add_argument("--epochs", type=_epochs, default=S,
+                   help="a number, or auto: up to the method's paper epochs, stopping when validation (held-out good "
+                        "images vs. synthetic defects made from them) stops improving, keeping the best epoch "
+                        "(default: the method's paper setting)")
     t.add_argument("--batch-size", type=int, default=S,
                    help="default: the method's paper setting; under torchrun the global batch, split over the ranks")
     t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
@@ -151,6 +164,11 @@ def _threshold_flags(p: argparse.ArgumentParser, default: Any, train: bool) -> N
                    help="fixed: the image threshold (a score >= X is defective)")
     p.add_argument("--pixel-threshold", type=float, default=default, metavar="X",
                    help="fixed: the pixel threshold of the defect masks (default: sigma's on validation pixels)")
+    p.add_argument("--target-fpr", type=float, default=default, metavar="F",
+                   help="fpr: the image threshold at which a fraction F of good images is expected to be called "
+                        "defective, from the validation scores (the ⌈(n+1)(1−F)⌉-th smallest; with fewer than "
+                        "1/F − 1 images a normal extrapolation, with a warning); alone it chooses method fpr "
+                        "(default F: 0.05)")
     if not train:
         from .validation import SYNTHESIS_PRESETS
         p.add_argument("--synthesis", choices=sorted(SYNTHESIS_PRESETS), default=None,
@@ -173,6 +191,9 @@ def calibration_settings(args: argparse.Namespace) -> Any:
     """``CalibrationSettings`` of parsed calibration flags (None for ``test`` without --threshold-method)."""
     from .calibration import DEFAULT_K_SIGMA, DEFAULT_QUANTILE, CalibrationSettings
     if args.threshold_method is None:
+        if args.target_fpr is not None:  # --target-fpr alone: the method it is the parameter of
+            args.threshold_method = "fpr"
+            return calibration_settings(args)
         given = [f for f in ("k_sigma", "quantile", "threshold", "pixel_threshold", "synthesis", "textures")
                  if getattr(args, f) is not None]
         if given:
@@ -184,7 +205,8 @@ def calibration_settings(args: argparse.Namespace) -> Any:
     return CalibrationSettings(args.threshold_method,
                                DEFAULT_K_SIGMA if args.k_sigma is None else args.k_sigma,
                                DEFAULT_QUANTILE if args.quantile is None else args.quantile,
-                               args.threshold, args.pixel_threshold, args.synthesis or "draem", args.textures)
+                               args.threshold, args.pixel_threshold, args.synthesis or "draem", args.textures,
+                               args.target_fpr)
 
 
 def positive_int(s: str) -> int:
@@ -262,8 +284,17 @@ def add_calibrate_command(sub: Any) -> None:
                        description="Fits the image and pixel thresholds anew on the run's validation good images "
                                    "(the split recorded in run.json; test images are never read) and rewrites "
                                    "run.json (atomically, sealed, under the run's lock). Prints the old and new "
-                                   "thresholds. `distillad test` then reports decisions at the new ones.")
+                                   "thresholds. `distillad test` then reports decisions at the new ones. Give "
+                                   "--method, --target-fpr or --good. Method fpr (--target-fpr F) sets the "
+                                   "threshold at a false-alarm rate the user chooses. Training's default stays "
+                                   "sigma (k = 3): chosen on validation images from 5-image splits, "
+                                   "benchmarks/results/calibration_small.md.")
     c.add_argument("--run", required=True)
-    add_calibration_flags(c, "--method", required=True)
+    add_calibration_flags(c, "--method", required=False)
+    c.add_argument("--good", metavar="DIR",
+                   help="a folder of images confirmed good (e.g. false alarms from the line): added to the "
+                        "calibration set for good, then the thresholds are re-fitted (with --method, or the run's "
+                        "stored method); run.json keeps what was added (paths, SHA-256), when, and the thresholds "
+                        "before and after")
     c.add_argument("--device", default="auto")
     c.add_argument("--batch-size", type=int, default=16)

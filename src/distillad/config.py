@@ -44,13 +44,14 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "precision": ("train", "precision"), "logger": ("train", "logger"), "k_sigma": ("calibration", "k_sigma"),
     "threshold_method": ("calibration", "method"), "quantile": ("calibration", "quantile"),
     "threshold": ("calibration", "threshold"), "pixel_threshold": ("calibration", "pixel_threshold"),
+    "target_fpr": ("calibration", "target_fpr"),
 }
 DEFAULTS: dict[str, Any] = {
     "model": None, "out": None, "data": None, "category": None, "layout": None, "val_fraction": 0.1,
     "split_seed": 0, "textures": None, "foreground": None, "resize": "squash", "epochs": None, "batch_size": None,
     "image_size": None, "seed": 0, "device": "auto", "num_workers": 0, "precision": "fp32", "logger": None,
     "k_sigma": 3.0,
-    "threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None,
+    "threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None, "target_fpr": None,
 }
 SECTIONS = ["model", "model_kwargs", "data", "train", "calibration", "out"]
 _MIN1 = {"minimum": 1}
@@ -60,13 +61,15 @@ _FIXED_SCHEMA: dict[str, dict[str, Any]] = {
              "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
              "split_seed": {"type": "integer"}, "textures": {"type": ["string", "null"]},
              "foreground": {"enum": [*FOREGROUNDS, None]}, "resize": {"enum": list(RESIZE_MODES)}},
-    "train": {"epochs": {"type": ["integer", "null"], **_MIN1}, "batch_size": {"type": ["integer", "null"], **_MIN1},
+    "train": {"epochs": {"type": ["integer", "string", "null"], "minimum": 1, "pattern": "^auto$"},  # N or auto
+              "batch_size": {"type": ["integer", "null"], **_MIN1},
               "image_size": {"type": ["integer", "null"], "minimum": 32, "maximum": 4096}, "seed": {"type": "integer"},
               "device": {"type": "string"}, "num_workers": {"type": "integer", "minimum": 0},
               "precision": {"enum": ["fp32", "bf16"]}, "logger": {"enum": [*LOGGERS, None]}},
     "calibration": {"k_sigma": {"type": "number", "minimum": 0}, "method": {"enum": list(CALIBRATION_METHODS)},
                     "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                    "threshold": {"type": ["number", "null"]}, "pixel_threshold": {"type": ["number", "null"]}},
+                    "threshold": {"type": ["number", "null"]}, "pixel_threshold": {"type": ["number", "null"]},
+                    "target_fpr": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
 }
 _JSON_TYPE = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
 
@@ -323,7 +326,7 @@ def load_config(path: str | Path, model: str | None = None) -> dict[str, Any]:
     _validate({**raw, "model": model}, model, str(path))
     if isinstance(raw.get("model_kwargs"), dict):
         raw["model_kwargs"] = _typed(model, raw["model_kwargs"])
-    for k in ("val_fraction", "k_sigma", "quantile", "threshold", "pixel_threshold"):
+    for k in ("val_fraction", "k_sigma", "quantile", "threshold", "pixel_threshold", "target_fpr"):
         sec = "data" if k == "val_fraction" else "calibration"
         if (raw.get(sec) or {}).get(k) is not None:
             raw[sec][k] = float(raw[sec][k])
@@ -367,6 +370,8 @@ def config_from_args(model: str, flags: dict[str, Any], model_kwargs: dict[str, 
         if isinstance(section, dict) and path[-1] in section:
             flat[k] = section[path[-1]]
     flat.update(flags)
+    if flat["target_fpr"] is not None and "threshold_method" not in flags and "method" not in (base.get("calibration") or {}):
+        flat["threshold_method"] = "fpr"  # --target-fpr alone chooses the method it is the parameter of
     flat["model"] = model
     cls = model_class(model)
     kwargs = {**(base.get("model_kwargs") or {}), **(model_kwargs or {})}

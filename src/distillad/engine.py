@@ -10,6 +10,7 @@ method the step index is the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,7 +26,9 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import distributed
+from .progress import bar as progress_bar
+
+from . import distributed, teacher_cache
 from .checkpoint import append_jsonl, atomic_write_bytes, load_training_state, remove_temporaries, save_training_state
 from .errors import ConfigError, TrainingError
 from .hints import check_int
@@ -109,7 +112,7 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def _progress(total: int, desc: str, enabled: bool | None) -> tqdm:
     disable = (not enabled) if enabled is not None else os.environ.get("DISTILLAD_PROGRESS", "1") == "0"
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, disable=disable, leave=True)
+    return progress_bar(total=total, desc=desc, unit="batch", dynamic_ncols=True, disable=disable, leave=True)
 
 
 def _datasets(model: DistillationModel, data: Dataset | Mapping[str, Dataset],
@@ -139,7 +142,7 @@ def _enter_phase(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) 
 def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: TrainConfig,
         run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
         logger: Any = None, on_step_end: Callable[[Step, DistillationModel], None] | None = None,
-        run_id: str | None = None) -> list[dict[str, Any]]:
+        run_id: str | None = None, stopper: Any = None) -> list[dict[str, Any]]:
     """Train ``model`` through its declared phases for ``cfg.epochs``; returns the per-step log.
 
     ``data``: the normal training set, or {"normal": ..., "synthetic": ...} for methods with synthetic
@@ -148,6 +151,8 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     from the last finished step. ``logger`` (``distillad.tracking``) receives every step's losses;
     ``on_step_end(step, model)`` runs after each step's state is saved. ``run_id`` (the run.json's) is
     recorded in the trainer state, and a state of another run is refused on resume.
+    ``stopper`` (``early_stopping.EarlyStopping``, ``--epochs auto``): its ``after_step(step, model)`` runs after
+    each step; once it returns True the remaining joint steps are skipped (phases scheduled ``after`` still run).
     """
     cfg = cfg.resolved(model)
     device = distributed.local_device(resolve_device(cfg.device))  # under torchrun: this rank's GPU
@@ -158,9 +163,12 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     validate_phases(model, phases)
     sets = _datasets(model, data, phases)
     steps = plan(phases, cfg.epochs)  # type: ignore[arg-type]
+    if distributed.active() and any(not ph.gradient for ph in phases):
+        raise ConfigError(f"{model.model_name or type(model).__name__} fits by statistics in one process; "
+                          "run it without torchrun")
     trainable = {id(p): p.requires_grad for p in model.parameters()}
     optimizers = {ph.name: (ph.optimizer or model.build_optimizer)(param_groups(model, ph, trainable))
-                  for ph in phases}
+                  for ph in phases if ph.gradient}
     history: list[dict[str, Any]] = []
     start = 0
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -185,15 +193,23 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     bar = _progress(sum(per_step[start:]), f"train {model.model_name or type(model).__name__}",
                     progress if main else False)
     unsync = distributed.sync_batchnorm(model, device)  # trained BatchNorm synchronised across ranks (no-op for one)
+    if stopper is not None:
+        stopper.resume(model)
+    cached = _with_teacher_cache(model, sets, steps[start:], sizes, cfg, device)
     try:
         for step in steps[start:]:
-            row = _run_step(model, step, sets[step.phase.data], sizes[step.phase.name], optimizers[step.phase.name],
+            if stopper is not None and stopper.stopped and step.phase.schedule != "after":
+                continue
+            row = _run_step(model, step, cached.get(step.phase.name, sets[step.phase.data]), sizes[step.phase.name],
+                            optimizers.get(step.phase.name),
                             trainable, cfg, device, bar, logger, len(steps) > cfg.epochs,
                             offsets[step.index])  # type: ignore[operator]
             history.append(row)
             if run_dir is not None and main:  # state first: a kill between the two loses a log line, never a step
                 save_training_state(run_dir, model, optimizers, step, history, run_id)
                 append_jsonl(run_dir / "train_log.jsonl", row)
+            if stopper is not None and stopper.after_step(step, model) and run_dir is not None and main:
+                save_training_state(run_dir, model, optimizers, step, history, run_id)  # the best weights, restored
             if on_step_end is not None:
                 on_step_end(step, model)
     finally:
@@ -205,10 +221,29 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     return history
 
 
-def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: int, optimizer: torch.optim.Optimizer,
-              trainable: Mapping[int, bool], cfg: TrainConfig, device: torch.device, bar: tqdm, logger: Any,
-              show_phase: bool, first_batch: int) -> dict[str, Any]:
-    """One pass of ``step.phase`` over ``data``, reseeded from (seed, step index); returns its log row."""
+def _with_teacher_cache(model: DistillationModel, sets: Mapping[str, Dataset], steps: list[Step],
+                        sizes: Mapping[str, int], cfg: TrainConfig, device: torch.device) -> dict[str, Dataset]:
+    """{phase name: the normal set with its teacher features} for the trained phases on plain good images that
+    still have several passes to run (``distillad.teacher_cache``); empty when off or over its memory limit."""
+    passes: dict[str, int] = {}
+    for s in steps:
+        if s.phase.gradient and s.phase.data == "normal":
+            passes[s.phase.name] = passes.get(s.phase.name, 0) + 1
+    names = [n for n, k in passes.items() if k > 1]
+    teacher = getattr(model, "teacher", None)
+    if not names or not callable(getattr(teacher, "serve", None)):
+        return {}
+    data = teacher_cache.build(teacher, sets["normal"], max(sizes[n] for n in names), device,  # type: ignore[arg-type]
+                               lambda: autocast(cfg.precision, device))
+    return {} if data is None else {n: data for n in names}
+
+
+def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: int,
+              optimizer: torch.optim.Optimizer | None, trainable: Mapping[int, bool], cfg: TrainConfig,
+              device: torch.device, bar: tqdm, logger: Any, show_phase: bool, first_batch: int) -> dict[str, Any]:
+    """One pass of ``step.phase`` over ``data``, reseeded from (seed, step index); returns its log row.
+    A phase with ``gradient=False`` runs its method without gradients and hands the pass's concatenated
+    non-scalar outputs to its ``finish`` method (``distillad.phases``)."""
     ph = step.phase
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step.index)
@@ -217,22 +252,32 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
         data.set_epoch(step.index)  # type: ignore[attr-defined]
     loader = distributed.train_loader(data, batch_size, gen, cfg.num_workers)  # under DDP: this rank's share
     _enter_phase(model, ph, trainable)
-    loss_fn = distributed.phase_loss(model, ph.loss, device)  # under DDP: wrapped, gradients averaged
+    loss_fn = distributed.phase_loss(model, ph.loss, device) if ph.gradient else getattr(model, ph.loss)
     sums: dict[str, float] = {}
+    outputs: dict[str, list[torch.Tensor]] = {}
     count = 0
     label = f"{ph.name} {step.epoch + 1}/{step.total}" if show_phase else f"epoch {step.epoch + 1}/{step.total}"
     for i, batch in enumerate(loader):
-        with autocast(cfg.precision, device):  # backward outside autocast, as torch.amp recommends
-            losses = loss_fn(_to(batch, device))
+        feats = teacher_cache.batch_features(data, batch)
+        batch = _to(batch, device)
+        if feats is not None:
+            feats = [f.to(device, non_blocking=True) for f in feats]
+        served = model.teacher.serve(batch["image"], feats) if feats is not None else contextlib.nullcontext()
+        with autocast(cfg.precision, device), served, torch.set_grad_enabled(ph.gradient):  # backward outside autocast, as torch.amp recommends
+            losses = loss_fn(batch)
+        if not ph.gradient:
+            for k in [k for k, v in losses.items() if v.dim() > 0]:
+                outputs.setdefault(k, []).append(losses.pop(k).detach())
         values, n = distributed.batch_means(losses, len(batch["image"]))  # the global batch's (all ranks agree)
         if not math.isfinite(values["loss"]):
             raise TrainingError(f"phase {ph.name!r}: the loss became {values['loss']} at epoch "
                                 f"{step.epoch + 1} (learning rate too high?); the run folder keeps the last "
                                 "finished step: fix the settings and start over with --overwrite")
-        optimizer.zero_grad(set_to_none=True)
-        scale = distributed.loss_scale(len(batch["image"]), n)  # 1 but for an unevenly split last batch
-        (losses["loss"] * scale if scale != 1 else losses["loss"]).backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            scale = distributed.loss_scale(len(batch["image"]), n)  # 1 but for an unevenly split last batch
+            (losses["loss"] * scale if scale != 1 else losses["loss"]).backward()
+            optimizer.step()
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * n
         count += n
@@ -241,6 +286,9 @@ def _run_step(model: DistillationModel, step: Step, data: Dataset, batch_size: i
         bar.set_description(label)
         bar.set_postfix(loss=f"{values['loss']:.4f}")
         bar.update(1)
+    if ph.finish is not None:
+        with torch.no_grad():
+            getattr(model, ph.finish)({k: torch.cat(v) for k, v in outputs.items()})
     return {"phase": ph.name, "epoch": step.epoch + 1, "step": step.index + 1,
             **{k: v / max(count, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - t0}
 

@@ -8,7 +8,12 @@ frozen (no gradient) *and* in eval mode, so frozen BatchNorm statistics do not m
 - ``"each_epoch"``: ``epochs`` passes after every epoch of the phase named by ``after`` (DMDD's
   segmentation network, "trained at the end of each epoch with teacher and student frozen");
 - ``"after"``: ``epochs`` epochs once the phase named by ``after`` has finished (DSKD-fusion's
-  fusion network, students frozen).
+  fusion network, students frozen);
+- ``"once"``: one pass before everything else, whatever the run's epochs (a memory bank's fit).
+
+A phase with ``gradient=False`` fits by statistics, not by descent (PatchCore's memory bank): no
+optimiser; its method maps a batch to outputs under ``torch.no_grad``, the 0-dim ones are logged, the
+others are concatenated over the pass and handed to the model method named by ``finish``.
 
 ``plan`` unrolls a declaration into a list of steps, one pass over the data each; a step's
 index seeds its shuffling and synthesis, so a resumed run repeats the uninterrupted one exactly.
@@ -26,7 +31,7 @@ from .errors import ConfigError
 
 __all__ = ["Phase", "Step", "plan", "validate_phases", "param_groups", "SCHEDULES", "DATA_KINDS"]
 
-SCHEDULES = ("joint", "each_epoch", "after")
+SCHEDULES = ("joint", "each_epoch", "after", "once")
 DATA_KINDS = ("normal", "synthetic")
 
 
@@ -40,6 +45,8 @@ class Phase:
     ``lr``: per-module learning rates, {module path: lr}, overriding the optimiser's default.
     ``data``: ``"normal"`` images, or ``"synthetic"`` (image, anomalous, mask) triplets.
     ``batch_size``: None = the run's.
+    ``gradient``: False for a phase fitted by statistics (no optimiser, no backward; see the module doc);
+    ``finish``: name of the model method called with the pass's concatenated outputs (``gradient=False`` only).
     """
 
     name: str
@@ -48,10 +55,12 @@ class Phase:
     optimizer: Callable[[list[dict]], torch.optim.Optimizer] | None = None
     lr: Mapping[str, float] = field(default_factory=dict)
     data: Literal["normal", "synthetic"] = "normal"
-    schedule: Literal["joint", "each_epoch", "after"] = "joint"
+    schedule: Literal["joint", "each_epoch", "after", "once"] = "joint"
     after: str | None = None
     epochs: int = 1
     batch_size: int | None = None
+    gradient: bool = True
+    finish: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,11 @@ def validate_phases(model: nn.Module, phases: Sequence[Phase]) -> None:
                 raise ConfigError(f"{where}: learning rate given for {m!r}, which the phase does not train")
         if not callable(getattr(model, ph.loss, None)):
             raise ConfigError(f"{where}: the model has no loss method {ph.loss!r}")
-        if ph.schedule == "joint":
+        if ph.finish is not None and (ph.gradient or not callable(getattr(model, ph.finish, None))):
+            raise ConfigError(f"{where}: 'finish' names a model method, for a phase with gradient=False only")
+        if ph.schedule in ("joint", "once"):
             if ph.after is not None:
-                raise ConfigError(f"{where}: a joint phase runs every epoch and follows no phase")
+                raise ConfigError(f"{where}: a {ph.schedule} phase follows no phase")
         else:
             if ph.after not in seen:
                 raise ConfigError(f"{where}: 'after' must name a phase declared before it, got {ph.after!r}")
@@ -105,15 +116,15 @@ def validate_phases(model: nn.Module, phases: Sequence[Phase]) -> None:
         if ph.batch_size is not None and ph.batch_size < 1:
             raise ConfigError(f"{where}: batch_size must be >= 1, got {ph.batch_size}")
         seen[ph.name] = ph
-    if not any(ph.schedule == "joint" for ph in phases):
-        raise ConfigError(f"{type(model).__name__}: needs at least one joint phase")
+    if not any(ph.schedule in ("joint", "once") for ph in phases):
+        raise ConfigError(f"{type(model).__name__}: needs at least one joint or once phase")
 
 
 def plan(phases: Sequence[Phase], epochs: int) -> list[Step]:
     """Unroll the schedule for a run of ``epochs`` epochs into its steps, in the order they run."""
     joint = [p for p in phases if p.schedule == "joint"]
     each = [p for p in phases if p.schedule == "each_epoch"]
-    order: list[tuple[Phase, int, int]] = []
+    order: list[tuple[Phase, int, int]] = [(p, 0, 1) for p in phases if p.schedule == "once"]
     for e in range(epochs):
         for p in joint:
             order.append((p, e, epochs))
@@ -130,7 +141,10 @@ def param_groups(model: nn.Module, phase: Phase, trainable: Mapping[int, bool]) 
     """Optimiser parameter groups of a phase: one per module, with its own ``lr`` when given.
 
     ``trainable``: id(parameter) → requires_grad before training (parameters a method froze itself stay out).
+    A phase with ``gradient=False`` has none (and no optimiser).
     """
+    if not phase.gradient:
+        return []
     groups, seen = [], set()
     for m in phase.modules:
         params = [p for p in model.get_submodule(m).parameters() if trainable.get(id(p)) and id(p) not in seen]

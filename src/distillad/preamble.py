@@ -115,7 +115,7 @@ def describe_run(net: Any, data: Any, category: str | None, layout: str | None, 
     for ph in phases:
         n = sum(1 for s in steps if s.phase.name == ph.name)
         when = {"joint": "every epoch", "each_epoch": f"after each {ph.after} epoch",
-                "after": f"after {ph.after}"}[ph.schedule]
+                "after": f"after {ph.after}", "once": "once, first"}[ph.schedule]
         desc.append(f"{ph.name} ({when}, {ph.data} images, {n} pass{'' if n == 1 else 'es'})")
     out.lines.append(f"  phases: {' → '.join(desc)}; {epochs} epochs")
     _test_lines(data, category, layout, out)
@@ -159,7 +159,10 @@ def time_one_batch(net: torch.nn.Module, sets: Mapping[str, Dataset], batch_size
             for _ in range(2):
                 _enter_phase(net, ph, trainable)
                 t0 = time.perf_counter()
-                getattr(net, ph.loss)(batch)["loss"].backward()
+                with torch.set_grad_enabled(ph.gradient):  # a statistics fit (PatchCore) has no backward
+                    loss = getattr(net, ph.loss)(batch)["loss"]
+                if ph.gradient:
+                    loss.backward()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 out[ph.name] = time.perf_counter() - t0

@@ -55,7 +55,9 @@ RUN_SCHEMA: dict[str, Any] = {
                                  "threshold_method": {"enum": _METHODS},
                                  "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
                                  "threshold": _NUM_OR_NULL, "pixel_threshold": _NUM_OR_NULL,
-                                 "precision": {"enum": ["fp32", "bf16"]}}},
+                                 "target_fpr": _NUM_OR_NULL,
+                                 "precision": {"enum": ["fp32", "bf16"]},
+                                 "early_stopping": {"type": ["object", "null"]}}},
         "data": {"type": "object", "required": ["path"],
                  "properties": {"path": {"type": "string"}, "category": _STR_OR_NULL, "layout": _STR_OR_NULL,
                                 "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
@@ -74,7 +76,13 @@ RUN_SCHEMA: dict[str, Any] = {
                                        "n_synthetic": {"type": "integer", "minimum": 0},
                                        "method": {"enum": _METHODS}, "pixel_method": {"enum": _METHODS},
                                        "synthesis": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                                       "textures": {"type": "string"}},
+                                       "textures": {"type": "string"},
+                                       # calibrate --good: each addition (distillad.feedback.history_entry)
+                                       "feedback": {"type": "array", "items": {
+                                           "type": "object", "required": ["added_at", "images", "before", "after"],
+                                           "properties": {"images": {"type": "array", "items": {
+                                               "type": "object", "required": ["path", "sha256"],
+                                               "properties": {"path": {"type": "string"}, "sha256": _HEX64}}}}}}},
                         "additionalProperties": _NUM},
         "history": {"type": "array", "items": {"type": "object"}},
         "integrity": {"type": "object", "required": ["sha256"], "properties": {"sha256": _HEX64},

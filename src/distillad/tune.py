@@ -41,7 +41,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from .progress import bar as progress_bar
 
 from . import api
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_run
@@ -132,6 +132,8 @@ def _val_losses(model: Any, good: Dataset, triplets: list[dict[str, Any]], batch
     for batch in DataLoader(data, batch_size=batch_size):  # type: ignore[arg-type]
         batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
         for k, v in getattr(model, phase.loss)(batch).items():
+            if v.dim() > 0:  # a statistics phase's collected rows, not a loss
+                continue
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch["image"])
     return {f"val_{k}": v / len(data) for k, v in sums.items()}
 
@@ -237,7 +239,7 @@ def tune(model: str, data: str | Path, out: str | Path, grid: Mapping[str, Seque
     syn = synthesis_settings(synthesis)
     defaults = {p.name: p.default for p in model_params(model)}
     disable = (not progress) if progress is not None else os.environ.get("DISTILLAD_PROGRESS", "1") == "0"
-    bar = tqdm(total=len(cands) * len(seeds), desc=f"tune {model}", unit="run", dynamic_ncols=True, disable=disable)
+    bar = progress_bar(total=len(cands) * len(seeds), desc=f"tune {model}", unit="run", dynamic_ncols=True, disable=disable)
     sets: dict[str, tuple[Dataset, list, list]] = {}
     rows = []
     for cand in cands:

@@ -1,6 +1,8 @@
 """DMDD (models/dmdd.py, models/_dmdd_blocks.py): the student cut from the teacher's backbone, the
 channel split and its routing, the PMN paths, eqs. 1–5 against direct computations, the top-100
-score, the MSN phase freezing the student, exact resume across the two phases, ablation switches.
+score, the MSN phase freezing the student, exact resume across the two phases, ablation switches,
+the head's prior-bias init (issue 29: it must not rank its own training defects below good pixels),
+``backbone_lr``.
 
 Random teacher weights, 64 px, batch 2, CPU.
 """
@@ -8,6 +10,7 @@ Random teacher weights, 64 px, batch 2, CPU.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -17,8 +20,10 @@ from distillad import api, create_model
 from distillad.checkpoint import load_weights
 from distillad.engine import TrainConfig, fit
 from distillad.errors import ConfigError
+from distillad.metrics import pixel_auroc
 from distillad.models._dmdd_blocks import PyramidPath, cut_stages
 from distillad.models.dmdd import aim_loss, ngm_loss, seg_loss, topk_mean
+from distillad.phases import param_groups
 from distillad.teachers import build_backbone, faithful
 
 from helpers import n_params as _n  # noqa: E402  (tests/ is on sys.path)
@@ -162,8 +167,11 @@ def test_untrained_msn_starts_as_the_pyramid_sum():
     for i in (1, 2, 3):
         aim[i] = aim[i] + up(aim[i - 1], aim[i].shape[-2:])
     full = [F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=True) for x in ngm + aim]
+    prior = math.log(0.026 / (1 - 0.026))  # the compression's bias starts at the anomaly prior's logit
     with torch.no_grad():
-        torch.testing.assert_close(msn(maps, (SIZE, SIZE)), torch.cat(full, 1).mean(1, keepdim=True))
+        torch.testing.assert_close(msn(maps, (SIZE, SIZE)), torch.cat(full, 1).mean(1, keepdim=True) + prior)
+        torch.testing.assert_close(_model(multi_perception=False, seg_prior=None).msn(maps, (SIZE, SIZE)),
+                                   torch.cat(full, 1).mean(1, keepdim=True))
     assert torch.equal(_model().msn.global_attention, torch.ones(1, 8, 256, 256))
 
 
@@ -236,9 +244,12 @@ def test_ablation_switches_and_bad_values(images):
     assert len(_model(pyramid_upsampling=False).msn.pyramids) == 0
     bare = _model(multi_perception=False).msn
     assert _n(bare) == bare.compress.weight.numel() + 1 + sum(_n(p) for p in bare.pyramids.values())
-    assert _model().synthesis == {"mode": "single", "form": "dtsnet", "foreground": "grabcut"}
+    # DRAEM's blending (eq. 4 there): the texture's opacity β ~ U[0.1, 1], form "dskd" puts β on the texture
+    assert _model().synthesis == {"mode": "single", "form": "dskd", "foreground": "grabcut", "beta_low": 0.1,
+                                  "beta_high": 1.0}
     for bad, match in (({"losses": "all"}, "losses must be"), ({"split_init": "zero"}, "split_init"),
-                       ({"sa_kernel": 4}, "sa_kernel"), ({"top_k": 0}, "top_k")):
+                       ({"sa_kernel": 4}, "sa_kernel"), ({"top_k": 0}, "top_k"), ({"seg_prior": 1.0}, "seg_prior"),
+                       ({"backbone_lr": 0.0}, "backbone_lr")):
         with pytest.raises(ConfigError, match=match):
             _model(**bad)
 
@@ -260,6 +271,39 @@ def test_msn_phase_changes_only_the_msn(tiny_data):
     assert any(not torch.equal(v, start["student"][k]) for k, v in student0.items() if "running_mean" in k)
     assert all(torch.equal(v, msn0[k]) for k, v in start["msn"].items())
     assert not [k for k, v in msn0.items() if torch.equal(v, msn1[k])]
+
+
+def _head_auroc_on_training_defects(tiny_data, seg_prior):
+    """Train 1 epoch (student pass, then 25 MSN passes ≈ 75 Adam steps), return the head's P-AUROC on the
+    synthetic defects it trained on (the epoch-0 items)."""
+    model = _model(seg_prior=seg_prior, out_indices=(1, 2), global_size=SIZE, msn_epochs=25)
+    sets = api.build_train_sets(model, api.load_samples(tiny_data, "train"), SIZE, seed=0, foreground="none")
+    fit(model, sets, TrainConfig(epochs=1, batch_size=4, seed=0, device="cpu"), progress=False)
+    sets["synthetic"].set_epoch(0)
+    items = [sets["synthetic"][i] for i in range(len(sets["synthetic"]))]
+    with torch.no_grad():
+        maps = model.eval().anomaly_map(torch.stack([it["anomalous"] for it in items]))
+    return pixel_auroc(torch.stack([it["mask"] for it in items]).numpy() > 0.5, maps.numpy())
+
+
+def test_head_ranks_its_training_defects_above_good_pixels(tiny_data):
+    """Issue 29: with the compression's bias at 0 every pixel starts at σ = 0.5, BCE on ~97 % good pixels
+    pulls weights and bias down together (Adam moves each by ~lr per step), and after ~50 steps the head
+    ranks its own synthetic defects below good pixels. Started at the prior's logit it does not.
+    (Random teacher, 64 px: the maps carry little signal, so the margin is small but the order is stable.)"""
+    fixed, zero_bias = (_head_auroc_on_training_defects(tiny_data, p) for p in (0.026, None))
+    assert fixed > 0.5 and fixed > zero_bias
+
+
+def test_backbone_lr_gives_the_copied_stages_their_own_group():
+    m = _model(backbone_lr=1e-4)
+    phase = m.phases()[0]
+    trainable = {id(p): p.requires_grad for p in m.parameters()}
+    groups = param_groups(m, phase, trainable)
+    assert [g.get("lr") for g in groups] == [1e-4, None]  # None: the optimiser's lr (the paper's 0.005)
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in m.student.stages.parameters()]
+    assert sum(p.numel() for g in groups for p in g["params"]) == _n(m.student)
+    assert [(p.modules, dict(p.lr)) for p in _model().phases()[:1]] == [(("student",), {})]
 
 
 class _Interrupt(Exception):

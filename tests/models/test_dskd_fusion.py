@@ -1,7 +1,8 @@
 """DSKD-fusion (models/dskd_fusion.py): shapes through both students (64 px, and 128/256 px with the
 paper's WideResNet50), our reading of eq. 2, parameter counts against the paper, the 6 + 1 fusion
 parameters, Dice loss (eq. 4) on crafted masks, the fusion phase touching only the fusion net, the
-ablation modes (Tables 4–5). Random teacher weights, CPU, one intra-op thread."""
+ablation modes (Tables 4–5), issue 29's non-negative fusion weights and ``skip=False``. Random teacher
+weights, CPU, one intra-op thread."""
 
 from __future__ import annotations
 
@@ -93,15 +94,53 @@ def test_parameter_counts_against_the_paper(wrn):
     assert abs((_n(r) + unused_conv4) / 1e6 - 108) / 108 < 0.01
 
 
-def test_fusion_net_has_six_weights_and_one_bias():
-    m = _model()
+@pytest.mark.parametrize("weights", ["nonneg", "free"])
+def test_fusion_net_has_six_weights_and_one_bias(weights):
+    m = _model(fusion_weights=weights)
     assert [tuple(p.shape) for p in m.fusion.parameters()] == [(1, 6, 1, 1), (1,)] and _n(m.fusion) == 7
-    assert torch.all(m.fusion.weight == 1 / 6) and m.fusion.bias.item() == 0  # starts as the maps' mean
+    torch.testing.assert_close(m.fusion.weight.detach(), torch.full((1, 6, 1, 1), 1 / 6))  # the maps' mean
+    assert m.fusion.bias.item() == 0
     maps = torch.rand(2, 6, 5, 5)
-    out = m.fuse(maps)
-    assert torch.allclose(out, torch.sigmoid(maps.mean(1, keepdim=True)))
-    assert torch.allclose(m.fuse(-maps), torch.full_like(out, 0.5))  # ReLU before the sigmoid: floor 0.5
-    assert torch.all(_model(fusion_relu=False).fuse(-maps) < 0.5)
+    with torch.no_grad():
+        out = m.fuse(maps)
+        assert torch.allclose(out, torch.sigmoid(maps.mean(1, keepdim=True)))
+        assert torch.allclose(m.fuse(-maps), torch.full_like(out, 0.5))  # ReLU before the sigmoid: floor 0.5
+        assert torch.all(_model(fusion_relu=False, fusion_weights=weights).fuse(-maps) < 0.5)
+
+
+def test_nonneg_fusion_weights_stay_positive_where_free_ones_turn_negative():
+    """Maps 0–2 mark the defect, maps 3–5 mark everything but it: Dice pushes the weights of 3–5 below
+    zero. The free conv follows (it can subtract a student's map); softplus weights only shrink."""
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(4, 1, 16, 16, generator=g) > 0.9).float()
+    noise = 0.1 * torch.rand(4, 6, 16, 16, generator=g)
+    maps = torch.cat([mask.expand(-1, 3, -1, -1), (1 - mask).expand(-1, 3, -1, -1)], 1) + noise
+    final = {}
+    for weights in ("nonneg", "free"):
+        m = _model(fusion_weights=weights)
+        opt = torch.optim.Adam(m.fusion.parameters(), lr=0.05, betas=m.betas)
+        for _ in range(100):
+            opt.zero_grad()
+            dice_loss(m.fuse(maps), mask).backward()
+            opt.step()
+        final[weights] = m.fusion.weight.detach().flatten()
+    assert (final["nonneg"] > 0).all() and (final["free"][3:] < 0).all()
+    assert (final["nonneg"][3:] < final["nonneg"][:3]).all()  # the misleading maps were still weighted down
+
+
+def test_reverse_student_without_skips(images):
+    """``skip=False``: D_r is RD's OCBE + decoder alone, no eq. 2 block sees the teacher block it is scored
+    against; shapes, loss and map as with the skips."""
+    on, off = _model(), _model(skip=False)
+    assert off.reverse_student.skips is None and _n(on.reverse_student) - _n(off.reverse_student) == _n(
+        on.reverse_student.skips)
+    f = off.features(images)
+    assert [t.shape for t in f["r"]] == [t.shape for t in f["t"][:3]]
+    out = off.loss({"image": images})
+    out["loss"].backward()
+    assert all(p.grad is not None for p in off.reverse_student.parameters())
+    with torch.no_grad():
+        assert off.eval().anomaly_map(images).shape == (2, 1, SIZE, SIZE)
 
 
 def test_dice_loss_on_crafted_masks():
@@ -140,6 +179,7 @@ def test_fusion_phase_touches_only_the_fusion_net(tiny_data):
     model = _model(fusion_epochs=2)
     sets = api.build_train_sets(model, api.load_samples(tiny_data, "train"), SIZE, seed=0)
     assert set(sets) == {"normal", "synthetic"} and model.needs_synthesis
+    start = {k: v.clone() for k, v in model.fusion.state_dict().items()}
     seen: list[dict] = []
 
     def hook(step, m):
@@ -159,8 +199,8 @@ def test_fusion_phase_touches_only_the_fusion_net(tiny_data):
         assert s["training"] == (False, False, True) and all(g is None for g in s["student_grads"])
         for k, v in s["students"].items():  # weights, running_mean/var, num_batches_tracked
             assert torch.equal(v, after_students[k]), k
-    assert torch.equal(seen[0]["fusion"]["weight"], torch.full((1, 6, 1, 1), 1 / 6))  # untouched by phase 1
-    assert not torch.equal(seen[0]["fusion"]["weight"], seen[2]["fusion"]["weight"])  # ... then learned
+    assert all(torch.equal(v, start[k]) for k, v in seen[0]["fusion"].items())  # untouched by phase 1 ...
+    assert not any(torch.equal(v, seen[2]["fusion"][k]) for k, v in seen[0]["fusion"].items())  # ... then learned
 
 
 @pytest.mark.parametrize("mode", FUSION_MODES)
@@ -216,6 +256,7 @@ def test_sizes_not_divisible_by_32():
                                         ({"out_indices": (1, 2)}, "at least 3"),
                                         ({"fusion_epochs": 0}, "fusion_epochs"),
                                         ({"skip_ratio": 0.0}, "skip_ratio"),
+                                        ({"fusion_weights": "positive"}, "fusion_weights"),
                                         ({"manual_weights": (-1.0, 3.0)}, "manual_weights")])
 def test_bad_keywords_are_config_errors(kw, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -60,14 +60,17 @@ def add_arguments(p: Any) -> None:
     """Flags of ``distillad benchmark``."""
     p.description = ("Train and evaluate every (model, category, seed) under one protocol; write results.json, "
                      "results.md and plots. Finished runs in --out are reused, interrupted ones resumed.")
-    p.add_argument("--models", default="rd,stfpm", help="comma list of methods (default: rd,stfpm; see `distillad models`)")
+    p.add_argument("--models", default="rd,stfpm,patchcore",
+                   help="comma list of methods (default: rd,stfpm,patchcore: the two baselines beside the memory-bank "
+                        "reference on the same teacher; see `distillad models`)")
     p.add_argument("--data", help="data root (default: DISTILLAD_DATA or ../shared/data)")
     p.add_argument("--categories", "--datasets", dest="categories",
                    help="comma list of category folders relative to --data, e.g. mvtec_ad/bottle,magnetic_tile; "
                         "a CIFAR-10 class as cifar10/airplane, cifar10 for all ten "
                         "(default: every category found under --data)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3; --quick 1)")
-    p.add_argument("--epochs", type=int, help="epochs for every method (required unless --quick, which uses 1)")
+    p.add_argument("--epochs", help="epochs for every method, or auto (early stopping on validation; "
+                                    "required unless --quick, which uses 1)")
     p.add_argument("--image-size", type=int, help="image size for every method (default 256; --quick 64)")
     p.add_argument("--image-size-for", action="append", metavar="CATEGORY=SIZE",
                    help="image size for one category (repeatable), e.g. magnetic_tile=128")

@@ -42,7 +42,7 @@ class BenchmarkConfig:
     (``api.train(textures=...)``); None: the synthesis fallback (procedural noise), said in results.md.
     """
 
-    models: Sequence[str] = ("rd", "stfpm")
+    models: Sequence[str] = ("rd", "stfpm", "patchcore")  # patchcore: the memory-bank reference, same teacher
     data: str | Path | None = None
     categories: Sequence[str] | None = None
     seeds: int | Sequence[int] | None = None
@@ -84,9 +84,8 @@ class BenchmarkConfig:
         if self.epochs is None and not self.quick:
             raise ConfigError("pass --epochs N: every method is trained for the same number of epochs "
                               "(see the protocol in the README)")
-        epochs = 1 if self.epochs is None else int(self.epochs)
-        if epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {epochs}")
+        from ..early_stopping import parse_epochs
+        epochs = 1 if self.epochs is None else parse_epochs(self.epochs)  # a number, or "auto" (early stopping)
         seeds = (1 if self.quick else 3) if self.seeds is None else self.seeds
         seed_list = list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
         if not seed_list:

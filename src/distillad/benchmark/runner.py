@@ -274,9 +274,9 @@ def _shard_lock(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
 def _run_plan(cfg: BenchmarkConfig, cats: list[dict[str, Any]], plan: list[Any], root: Path, dev: torch.device,
               machine: dict[str, Any], disable: bool) -> dict[str, Any]:
     """Run ``plan`` (this worker's part of the grid) with a progress bar and ETA; report or write the shard file."""
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(plan), desc="benchmark", unit="run", dynamic_ncols=True, disable=disable, position=0,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
+    from ..progress import bar as progress_bar
+    bar = progress_bar(total=len(plan), desc="benchmark", unit="run", dynamic_ncols=True, disable=disable, position=0,
+                       bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
     runs, spent, computed = [], 0.0, 0
     for i, (c, m, s) in enumerate(plan):
         bar.set_postfix_str(f"{c['name']} {m} seed{s}, ETA " +

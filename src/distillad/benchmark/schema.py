@@ -69,7 +69,7 @@ _CATEGORY = _obj(["name", "path", "slug", "image_size", "paper_key"],
                  name=_STR, path=_STR, slug=_STR, image_size=_POS, paper_key=_STR)
 _PROTOCOL = _obj(["models", "categories", "seeds", "epochs", "teachers", "model_kwargs", "quick", "batch_size",
                   "thresholds", "timing", "memory"],
-                 models=_array(_STR, 1), categories=_array(_CATEGORY, 1), seeds=_array(_INT, 1), epochs=_POS,
+                 models=_array(_STR, 1), categories=_array(_CATEGORY, 1), seeds=_array(_INT, 1), epochs={"anyOf": [_POS, {"const": "auto"}]},
                  batch_size={"type": "object", "additionalProperties": _INT}, teachers=_array(_TEACHER),
                  model_kwargs={"type": "object", "additionalProperties": {"type": "object"}},
                  quick={"type": "boolean"}, thresholds=_STR, timing=_STR, memory=_STR)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..progress import bar as progress_bar
 from .io import load_image, load_mask
 from .resize import check_resize, fit_image, fit_mask
 from .samples import Sample
@@ -64,7 +64,7 @@ class AnomalyDataset(Dataset):
         if cache:
             h, w = self.size
             self._images = np.empty((len(self.samples), h, w, 3), dtype=np.uint8)
-            bar = tqdm(self.samples, desc="decoding images", unit="img", disable=None if len(self.samples) > 50 else True)
+            bar = progress_bar(self.samples, desc="decoding images", unit="img", disable=None if len(self.samples) > 50 else True)
             for i, s in enumerate(bar):
                 self._images[i], mask = self._decode(s, i)
                 if mask is not None:

@@ -5,6 +5,7 @@ from . import (
     dskd,  # noqa: F401
     dskd_fusion,  # noqa: F401
     dtsnet,  # noqa: F401
+    patchcore,  # noqa: F401
     rd,  # noqa: F401
     rd_var,  # noqa: F401
     stfpm,  # noqa: F401

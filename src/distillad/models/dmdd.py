@@ -29,7 +29,9 @@ No upstream code is published; every layer the paper shows only as a figure is o
   large receptive fields see more normal context; shallow ones for abnormality), the outer path adds
   the opposite direction. ``pmn_inner`` / ``pmn_outer`` switch them (Table 4).
 - Training pairs (I^n, I_a^n): foreground-aware synthesis (Sec. 3.4.1, ``PAPER_PRESETS["dmdd"]``: one
-  Perlin mask inside the GrabCut foreground, DTD texture, DRAEM blending).
+  Perlin mask inside the GrabCut foreground, DTD texture, DRAEM blending: the texture at opacity
+  β ~ U[0.1, 1], DRAEM's eq. 4; until issue 29 DTSNet's range, which left ~18 % of the defects at opacity
+  < 0.15, nearly invisible, while AIM and the MSN were still asked to fire there).
 - NGM (eqs. 1–2): L_NGM = 1/4 Σ_i [mean D_i^n + mean D_i^a], D_i^{n|a} = 1 − cos(T_i(I^n), S^NGM_i(I^n | I_a^n)).
 - AIM (eqs. 3–4): M_i^AIM = 1 − cos(T_i(I), S^AIM_i(I)); L_AIM = 1/4 Σ_i mean|M_i^AIM − M_i^gt|, summed
   over I ∈ {I^n (gt 0), I_a^n (its mask, area-downsampled to stage i)}, as eq. 2 sums n and a.
@@ -61,6 +63,16 @@ Our choices where the paper is silent, and differences:
   (together: a per-region, per-channel weighted average plus a bias, which a sigmoid needs). The PU
   convs start as plain sums and the compression as the mean: the untrained MSN ranks like the summed
   maps (PyTorch's random init inverted the ranking on bottle, see ``_dmdd_blocks.MapPyramid``).
+- The compression's bias starts at the anomaly prior's logit, log(p/(1−p)) with p = ``seg_prior`` = 0.026
+  (about −3.6; about the anomalous fraction of I_a^n: 2.5 % on transistor at 128 px, and the MSN's
+  batches, I^n with I_a^n, hold half that), so the untrained M is near p instead of 0.5. With bias 0
+  (``seg_prior=None``, the earlier init) BCE on the ~98 % good pixels pulls the bias and, the maps being
+  ≥ 0, the compression weights down together (Adam moves each by ~lr a step); a weight turns negative
+  long before the bias reaches the prior (one did after 86–120 steps in the mechanism check) and, at a
+  longer budget, M inverts: on Magnetic Tile the head ranked its own synthetic training defects backwards
+  (P-AUROC 15–21 where the plain sum of the maps gives 85). tests/models/test_dmdd.py checks the order
+  on the training defects. The prior stops the inversion; it does not lift the head above the plain
+  sum (one seed, 2 epochs: benchmarks/results/issue29_mechanisms.md).
 - The MSN trains on I^n (gt all zero) and I_a^n: on anomalous images alone max M^gt ≡ 1 and the score
   term of eq. 5 would only teach S → 1.
 - I^n and I_a^n pass through T and S as one batch of 2B; S's BatchNorm is in training mode in the
@@ -68,7 +80,9 @@ Our choices where the paper is silent, and differences:
   ImageNet weights the batch statistics alone move S off T at the first step (efficientnet_lite0, bottle,
   128 px, 8 pairs: L_NGM + L_AIM 0.10 in eval mode, 2.00 in training mode); ``freeze_student_bn=True``
   keeps S's BatchNorm on the ImageNet statistics (affine weights still train). After 3 epochs on bottle
-  the summed maps reached the same P-AUROC either way (0.953 / 0.952).
+  the summed maps reached the same P-AUROC either way (0.953 / 0.952). The paper gives one learning
+  rate (0.005) for the student; ``backbone_lr`` (default None: that lr) gives S's copied ImageNet stages
+  their own, so that whether the high lr discards the ImageNet start (issue 29, open) can be tested.
 - Not given by the paper: Adam betas (torch's default (0.9, 0.999)), batch size (16, as RD), the MSN's
   lr (``msn_lr``, the paper's 0.005) and passes per epoch (``msn_epochs`` = 1), epochs (100–400 per
   category in the paper; 200 here, inside that range and as the other methods).
@@ -85,7 +99,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..hints import Betas, NonNegativeFloat, PositiveFloat, PositiveInt
+from ..hints import Betas, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 from ..maps import combine_maps, cosine_distance, gaussian_blur
 from ..phases import Phase
 from ..registry import register_model
@@ -156,7 +170,8 @@ class DMDD(DistillationModel):
                  split_init: SplitInit = "identity", freeze_student_bn: bool = False, msn: bool = True,
                  pyramid_upsampling: bool = True, multi_perception: bool = True, msn_epochs: PositiveInt = 1,
                  msn_lr: PositiveFloat = 0.005, top_k: PositiveInt = 100, ca_reduction: PositiveInt = 2,
-                 sa_kernel: PositiveInt = 7, global_size: PositiveInt = 256) -> None:
+                 sa_kernel: PositiveInt = 7, global_size: PositiveInt = 256, seg_prior: Fraction | None = 0.026,
+                 backbone_lr: PositiveFloat | None = None) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)
         if not out_indices:
@@ -167,6 +182,9 @@ class DMDD(DistillationModel):
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if sa_kernel < 1 or sa_kernel % 2 == 0:
             raise ConfigError(f"sa_kernel must be a positive odd number, got {sa_kernel}")
+        if seg_prior is not None and not 0 < seg_prior < 1:
+            raise ConfigError(f"seg_prior must be in (0, 1) or None, got {seg_prior}")
+        self.backbone_lr = backbone_lr
         self.branches = BRANCHES[losses]
         self.use_msn, self.msn_epochs, self.msn_lr, self.top_k = msn, msn_epochs, msn_lr, top_k
         self.teacher = Teacher(teacher, out_indices, teacher_weights, teacher_sha256)
@@ -178,11 +196,16 @@ class DMDD(DistillationModel):
                                         pmn_inner, pmn_outer, freeze_student_bn)
         if msn:
             self.msn = MultiPerceptionSegNet(len(out_indices), self.branches, pyramid_upsampling,
-                                             multi_perception, ca_reduction, sa_kernel, global_size)
+                                             multi_perception, ca_reduction, sa_kernel, global_size, seg_prior)
 
     def phases(self) -> list[Phase]:
-        """The student (NGM + AIM) each epoch, then one MSN pass (``msn_epochs``) with T and S frozen."""
-        student = Phase("student", ("student",), data="synthetic")
+        """The student (NGM + AIM) each epoch, then one MSN pass (``msn_epochs``) with T and S frozen.
+        ``backbone_lr``: the student's copied ImageNet stages get their own lr (the new layers keep ``lr``)."""
+        if self.backbone_lr is None:
+            student = Phase("student", ("student",), data="synthetic")
+        else:  # param_groups gives a parameter to the first module listing it: the stages, then the rest
+            student = Phase("student", ("student.stages", "student"), data="synthetic",
+                            lr={"student.stages": self.backbone_lr})
         if not self.use_msn:
             return [student]
         return [student, Phase("msn", ("msn",), loss="msn_loss", data="synthetic", schedule="each_epoch",

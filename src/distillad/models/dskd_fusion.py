@@ -36,12 +36,14 @@ different paper from ``dskd``, the dual-student inverted one). No upstream code 
   one. The same eq. 1 loss and 1 − cos maps as D_f (Sec. "Reverse distillation student network").
 - Fusion (Fig. 2, "Anomaly score map fusion"): the six 1 − cos maps (D_f's and D_r's E1..E3),
   bilinearly upsampled to the image (align_corners, as RD), → 1×1 conv (6 weights + 1 bias: the
-  paper's "six 1*1 convolution parameters") → ReLU → sigmoid. Trained with Dice loss (eq. 4,
+  paper's "six 1*1 convolution parameters"; weights ≥ 0 by default, see issue 29 below) → ReLU →
+  sigmoid. Trained with Dice loss (eq. 4,
   ``dice_loss``) on synthetic anomalies: eq. 3, I_a = β(M⊙A) + (1 − β)(M⊙I_n) + (1 − M)⊙I_n,
   β ~ U[0.15, 1], A from DTD (``synthesis = PAPER_PRESETS["dskd"]``; the texture folder is the
   run's ``--textures``), in a second phase after the students' epochs, students frozen.
-- Inference: fused map, Gaussian σ = 4, score = max (``predict`` in _base). Adam lr 0.005,
-  betas (0.5, 0.999), 200 epochs, 128 and 256 px; batch size not given (16, as RD).
+- Inference: fused map, Gaussian σ = 4, score = max (``predict`` in _base): the paper's image score
+  ("the maximum value in the abnormal score map", as RD4AD); no loss trains it, Dice trains the map
+  only. Adam lr 0.005, betas (0.5, 0.999), 200 epochs, 128 and 256 px; batch size not given (16, as RD).
 - Ablations (Tables 4–5), ``fusion``: "learned" (the method), "forward" (D_f only: Σ of its three
   maps), "reverse" (D_r only), "manual": (1·Σ D_f maps + 3·Σ D_r maps)/4, the paper's "1 : 3"
   weighting of "the two student networks", listed forward (Pos) then reverse (Res), reverse, the
@@ -72,10 +74,23 @@ about a third of a student epoch (no backward through the students). ``fusion_lr
 lr. With the ReLU, every pixel the conv scores ≤ 0 maps to exactly 0.5, so maps have a floor and
 normal images can tie at score 0.5; ``fusion_relu=False`` (sigmoid only) keeps their ranking.
 At sizes not divisible by 32 D_r's stages are resized to the teacher's (``layers.match_sizes``).
+
+Issue 29 (the measured standing, one seed, small size: benchmarks/results/issue29_mechanisms.md):
+- ``fusion_weights="nonneg"`` (default, ours): the six weights are softplus(raw) > 0 (``_NonNegFusion``,
+  same 6 + 1 parameters, starting at 1/6), so no student's map can be subtracted. The paper's plain
+  1×1 conv, ``"free"``, fitted by Dice on synthetic blobs gave the deepest maps negative weights and
+  nearly zeroed the forward student, which alone ranks images best (transistor, learned free
+  78.0 / 89.5 / 58.2 I-AUROC / P-AUROC / AUPRO vs manual 1:3 87.1 / 97.7 / 67.8; non-negative
+  weights +6 P-AUROC, +4.6 AUPRO). Runs saved before this change hold a free conv (state key
+  ``fusion.weight``, not ``fusion.raw``): rebuild them with ``fusion_weights="free"``.
+- ``skip`` (default True, the paper's): False builds D_r without the eq. 2 blocks (RD's OCBE and
+  decoder alone). With them, D_r^t is computed from E^t, the very block it is scored against, which
+  may let it copy a defect through the skip (issue 29, open); the switch is for that ablation.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import torch
@@ -100,6 +115,8 @@ FusionMode = Literal["learned", "manual", "forward", "reverse"]
 FUSION_MODES: tuple[str, ...] = get_args(FusionMode)
 LossForm = Literal["position", "flat"]
 LOSS_FORMS: tuple[str, ...] = get_args(LossForm)
+#: the fusion conv's weights: softplus-parametrised (≥ 0, ours) or free (the paper's plain 1×1 conv)
+FusionWeights = Literal["nonneg", "free"]
 
 
 def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -109,6 +126,31 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> to
     all-zero prediction on an empty mask (then the loss is 1)."""
     p, g = pred.flatten(1), target.flatten(1).to(pred.dtype)
     return (1 - 2 * (p * g).sum(1) / ((p * p).sum(1) + (g * g).sum(1) + eps)).mean()
+
+
+class _NonNegFusion(nn.Module):
+    """1×1 conv (K → 1) whose weights are softplus_b(raw) > 0, plus a free bias. (B,K,H,W) → (B,1,H,W).
+
+    Same 6 + 1 parameters as the paper's conv; ``weight`` is the effective (positive) weight. Every
+    student map can only raise the fused logit, so fitting on synthetic blobs can rescale a map, and
+    shrink it towards 0, but never subtract it (issue 29: the free conv gave the deepest maps negative
+    weights and nearly zeroed the forward student). softplus_b(r) = log(1 + e^{b·r}) / b with b = 1/init:
+    the weights start at ``init`` with slope 1 − 1/e ≈ 0.63, so Adam (which moves ``raw`` ~lr a step)
+    moves them at ~0.63·lr, slowing only as one nears 0; plain softplus (b = 1) at 1/6 has slope 0.15
+    and barely moved them in a 60-step fit (benchmarks/results/issue29_mechanisms.md)."""
+
+    def __init__(self, k: int, init: float) -> None:
+        super().__init__()
+        self.beta = 1.0 / init
+        self.raw = nn.Parameter(torch.full((1, k, 1, 1), math.log(math.expm1(1.0)) * init))  # softplus_b⁻¹(init)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return F.softplus(self.raw, beta=self.beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias)
 
 
 class _AttentionGate(nn.Module):
@@ -147,20 +189,22 @@ class _ReverseStudent(nn.Module):
 
     OCBE → (eq. 2 → de-ResNet stage) × 3, deepest first; ``skips[i]`` precedes ``decoder.layer{i+1}``."""
 
-    def __init__(self, teacher: str, channels: list[int], skip_ratio: float) -> None:
+    def __init__(self, teacher: str, channels: list[int], skip_ratio: float, skip: bool = True) -> None:
         super().__init__()
         self.bottleneck, self.decoder = reverse_layout(teacher).build(channels)
         c1, c2, c3 = channels
         inputs = (self.bottleneck.out_channels, c3, c2)  # what decoder layer1, layer2, layer3 take
         self.skips = nn.ModuleList(_SkipFusion(cx, ce, max(1, round(skip_ratio * ce)))
-                                   for cx, ce in zip(inputs, (c3, c2, c1)))
+                                   for cx, ce in zip(inputs, (c3, c2, c1))) if skip else None
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         x = self.bottleneck(feats)
         out = []
         stages = (self.decoder.layer1, self.decoder.layer2, self.decoder.layer3)
-        for stage, skip, e in zip(stages, self.skips, feats[::-1]):
-            x = match_sizes([stage(skip(x, e))], [e])[0]  # sizes not divisible by 32: back to E^t's
+        skips = self.skips if self.skips is not None else [None] * len(stages)
+        for stage, skip, e in zip(stages, skips, feats[::-1]):
+            x = stage(x if skip is None else skip(x, e))
+            x = match_sizes([x], [e])[0]  # sizes not divisible by 32: back to E^t's
             out.append(x)
         return out[::-1]
 
@@ -176,7 +220,8 @@ class DSKDFusion(DistillationModel):
                  lr: PositiveFloat = 0.005, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
                  fusion: FusionMode = "learned", fusion_epochs: PositiveInt = 50, fusion_lr: PositiveFloat = 0.005,
                  fusion_relu: bool = True, manual_weights: NonNegativePair = (1.0, 3.0),
-                 skip_ratio: Fraction = 0.125, loss_form: LossForm = "position") -> None:
+                 skip_ratio: Fraction = 0.125, loss_form: LossForm = "position",
+                 fusion_weights: FusionWeights = "nonneg", skip: bool = True) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)
         if len(out_indices) < 3:
@@ -204,8 +249,10 @@ class DSKDFusion(DistillationModel):
                 if isinstance(mod, nn.BatchNorm2d):
                     nn.init.ones_(mod.weight)
         if self.has_reverse:
-            self.reverse_student = _ReverseStudent(teacher, self.teacher.channels[:3], skip_ratio)
-        if fusion == "learned":
+            self.reverse_student = _ReverseStudent(teacher, self.teacher.channels[:3], skip_ratio, skip)
+        if fusion == "learned" and fusion_weights == "nonneg":
+            self.fusion = _NonNegFusion(6, 1 / 6)
+        elif fusion == "learned":
             self.fusion = nn.Conv2d(6, 1, 1)
             nn.init.constant_(self.fusion.weight, 1 / 6)  # the mean of the maps: alive under the ReLU
             nn.init.zeros_(self.fusion.bias)

@@ -78,8 +78,8 @@ class SyntheticAnomalyDataset(Dataset):
 
     def precompute_foregrounds(self, progress: bool | None = False) -> None:
         """Fill the foreground cache for every item; ``progress=None`` shows a bar on a terminal."""
-        from tqdm import tqdm
-        for i in tqdm(range(len(self)), desc=f"{self.foregrounds.method} foregrounds", unit="img",
+        from ..progress import bar as progress_bar
+        for i in progress_bar(range(len(self)), desc=f"{self.foregrounds.method} foregrounds", unit="img",
                       disable=None if progress is None else not progress):
             self.foreground_of(i)
 
