@@ -195,7 +195,8 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
     unsync = distributed.sync_batchnorm(model, device)  # trained BatchNorm synchronised across ranks (no-op for one)
     if stopper is not None:
         stopper.resume(model)
-    cached = _with_teacher_cache(model, sets, steps[start:], sizes, cfg, device)
+    # decided on the whole plan, not the steps left, so a resumed run uses the features the uninterrupted one used
+    cached = _with_teacher_cache(model, sets, steps, sizes, cfg, device) if start < len(steps) else {}
     try:
         for step in steps[start:]:
             if stopper is not None and stopper.stopped and step.phase.schedule != "after":
@@ -224,7 +225,7 @@ def fit(model: DistillationModel, data: Dataset | Mapping[str, Dataset], cfg: Tr
 def _with_teacher_cache(model: DistillationModel, sets: Mapping[str, Dataset], steps: list[Step],
                         sizes: Mapping[str, int], cfg: TrainConfig, device: torch.device) -> dict[str, Dataset]:
     """{phase name: the normal set with its teacher features} for the trained phases on plain good images that
-    still have several passes to run (``distillad.teacher_cache``); empty when off or over its memory limit."""
+    run several passes (``distillad.teacher_cache``); empty when off or over its memory limit."""
     passes: dict[str, int] = {}
     for s in steps:
         if s.phase.gradient and s.phase.data == "normal":

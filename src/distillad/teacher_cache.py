@@ -6,8 +6,10 @@ epoch, so its features are the same every epoch too. ``build`` computes them onc
 the dataset, and ``CachedTeacherSet`` hands each item its features beside its image; during the loss
 ``Teacher.serve`` returns them for exactly that batch tensor (identity, not equality), so a method that
 shows the teacher anything else (a crop, a concatenation) gets its features computed as before. No
-method code changes, and the path is exact: the same runner on the same images, so the losses and
-weights equal the recomputed path's to float rounding (``tests/test_teacher_cache.py``).
+method code changes: the same runner on the same images, so the losses and weights equal the recomputed
+path's to float rounding (bit for bit at one thread, ``tests/test_teacher_cache.py``; with several threads a
+convolution's rounding may depend on the batch it ran in). Whether a run uses the cache depends on its whole
+plan, so a resumed run sees the features the uninterrupted one saw, and resumes bit for bit.
 
 Memory is bounded: the cache is kept in memory only when it fits ``DISTILLAD_TEACHER_CACHE_MB``
 (default 4096 MB; 0 turns it off), else the run recomputes the features, as before, and says so.
