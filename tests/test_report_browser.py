@@ -4,26 +4,19 @@ it aborted, and the tables and every picture must render."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+
+from helpers.browser import chromium
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 from test_report import synthetic_report  # noqa: E402  (tests/ is on sys.path: pytest rootdir insertion)
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no Chromium found (apt-get install -y chromium); .ci/run installs it in CI")
-
-
 def test_report_renders_tables_and_images_offline(tmp_path: Path):
-    browser_path = _chromium()
+    browser_path = chromium()
     path, data = synthetic_report(tmp_path)
     url = path.resolve().as_uri()
     outside: list[str] = []

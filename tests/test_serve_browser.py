@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,18 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.browser import chromium
+
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'distillad[serve]')")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 BOTTLE = Path("mvtec_ad/bottle/test/broken_large/000.png")
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no Chromium found (apt-get install -y chromium); .ci/run installs it in CI")
 
 
 @pytest.fixture()
@@ -75,7 +68,7 @@ def test_page_uploads_an_image_and_shows_score_and_overlay(server: str, data_roo
     image = data_root / BOTTLE
     if not image.is_file():
         pytest.skip(f"{image}: MVTec AD bottle test image not found")
-    browser_path = _chromium()
+    browser_path = chromium()
     req = urllib.request.Request(server + "/v1/predict", data=image.read_bytes(), headers={"Content-Type": "image/png"})
     expected = json.loads(urllib.request.urlopen(req, timeout=60).read())
     with sync_api.sync_playwright() as p:
@@ -107,7 +100,7 @@ def test_page_uploads_an_image_and_shows_score_and_overlay(server: str, data_roo
 def test_docs_page_renders_offline_from_served_assets(server: str):
     """/docs draws Swagger UI from files this server serves: every request outside it is aborted (as on
     an offline line machine), and the page still lists the API's routes."""
-    browser_path = _chromium()
+    browser_path = chromium()
     outside: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True)

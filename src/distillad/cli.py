@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from .cli_flags import (Parser, add_calibrate_command, add_calibration_flags, add_model_flags, add_precision_flag,
                         add_run_flags, add_tile_flag, calibration_settings, parse_grid, positive_int, tuple_value)
+from .cli_print import print_metrics, print_per_defect
 from .config import FLAG_PATHS, FOREGROUNDS, config_from_args, dump_config, load_config, peek_model, train_kwargs
 from .errors import ConfigError, DistilladError
 
@@ -283,8 +284,8 @@ def run(argv: Sequence[str]) -> int:
                        calibration=settings, tile=args.tile, precision=args.precision)
         if settings is not None:
             _warn_calibration(out["calibration"])
-        _print_metrics(out["metrics"])
-        _print_per_defect(out.get("per_defect", {}), out["metrics"])
+        print_metrics(out["metrics"])
+        print_per_defect(out.get("per_defect", {}), out["metrics"])
         print(f"written: {Path(args.run) / 'metrics.json'}, scores.csv, scores.png, overlays.png, report.html")
     elif args.command == "calibrate":
         return _calibrate(args)
@@ -388,33 +389,6 @@ def _calibrate(args: argparse.Namespace) -> int:
           "at the new thresholds)")
     _warn_calibration(new)
     return 0
-
-
-def _print_metrics(m: dict[str, Any]) -> None:
-    keys = ["image_auroc", "pixel_auroc", "aupro", "aupro_005", "image_f1_max", "seg_f1_max", "threshold_accuracy",
-            "threshold_precision", "threshold_tpr", "threshold_fpr", "mask_precision", "mask_recall", "seg_f1",
-            "infer_images_per_s"]
-    width = max(len(k) for k in keys)
-    for k in keys:
-        if k in m:
-            print(f"{k:<{width}}  {m[k]:.4f}")
-
-
-def _print_per_defect(per_defect: dict[str, dict[str, Any]], m: dict[str, Any]) -> None:
-    """``test``'s table per defect type (each against the good images), then the good images' false alarms."""
-    if not per_defect:
-        return
-    width = max(11, *(len(k) for k in per_defect))
-
-    def cell(v: Any) -> str:
-        return f"{'—' if v is None or v != v else f'{v:.4f}':>10}"  # v != v: nan, undefined
-    print(f"\n{'defect type':<{width}}  {'n':>4}  {'I-AUROC':>10}  {'recall@thr':>10}  {'AUPRO':>10}")
-    for name, r in per_defect.items():
-        print(f"{name:<{width}}  {r['count']:>4}  {cell(r.get('image_auroc'))}  {cell(r.get('recall'))}  "
-              f"{cell(r.get('aupro'))}")
-    if "n_test" in m:
-        fa = f"  false alarms@thr {m['threshold_fpr']:.4f}" if "threshold_fpr" in m else ""
-        print(f"{'good':<{width}}  {m['n_test'] - m['n_defective']:>4}{fa}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ validation).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +97,8 @@ class EarlyStopping:
     # -- the hook -------------------------------------------------------------------------------
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation image and pixel AUROC of good vs. synthetic-defect images, and their mean."""
-        from .engine import infer
-        from .metrics import compute_metrics
-        res = [infer(model, ds, self.batch_size, self.device, progress=False) for ds in (self.good, self.defective)]
-        cat = lambda k: torch.cat([r[k] for r in res])  # noqa: E731
-        m = compute_metrics(cat("labels").numpy(), cat("scores").numpy(), cat("masks")[:, 0].numpy() > 0.5,
-                            cat("maps")[:, 0].numpy())
+        from .validation import score_images
+        m = score_images(model, [self.good, self.defective], self.batch_size, self.device)
         return {"image_auroc": float(m["image_auroc"]), "pixel_auroc": float(m["pixel_auroc"]),
                 "criterion": (float(m["image_auroc"]) + float(m["pixel_auroc"])) / 2}
 
@@ -127,10 +123,5 @@ class EarlyStopping:
         if self._best_state is not None:
             model.load_state_dict(self._best_state, strict=False)
 
-    def settings(self) -> dict[str, Any]:
-        """What run.json records of the search (``train.early_stopping``)."""
-        return {"patience": self.patience, "min_delta": self.min_delta, "criterion": "mean of validation image and "
-                "pixel AUROC, good vs. synthetic defects (draem)"}
-
     def __repr__(self) -> str:  # the datasets would flood a log line
-        return f"EarlyStopping({asdict(self) if False else self.record()})"
+        return f"EarlyStopping({self.record()})"

@@ -46,12 +46,11 @@ from .progress import bar as progress_bar
 from . import api
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_run
 from .config import FLAG_PATHS, Param, config_from_args, model_params
-from .engine import infer, resolve_device
+from .engine import resolve_device
 from .precision import prepare_for_inference
 from .errors import ConfigError
-from .metrics import compute_metrics
 from .registry import create_model
-from .validation import SYNTHESIS_PRESETS, SYNTHESIS_SEED, synthesis_settings, validation_sets
+from .validation import SYNTHESIS_PRESETS, SYNTHESIS_SEED, score_images, synthesis_settings, validation_sets
 
 __all__ = ["tune", "grid_params", "candidates", "slug", "validation_sets", "score_run", "choose", "render",
            "SYNTHESIS_PRESETS", "SYNTHESIS_SEED", "TIE_TOL", "TIE_RULE"]
@@ -145,10 +144,7 @@ def score_run(run: str | Path, sets: tuple[Dataset, list, list], device: str = "
     good, defective, triplets = sets
     model, _ = load_run(run, resolve_device(device))
     net = prepare_for_inference(model, resolve_device(device))  # folded once; the losses below use ``model``
-    res = [infer(net, ds, batch_size, device, progress=False) for ds in (good, defective)]  # type: ignore[arg-type]
-    cat = lambda k: torch.cat([r[k] for r in res])  # noqa: E731
-    m = compute_metrics(cat("labels").numpy(), cat("scores").numpy(), cat("masks")[:, 0].numpy() > 0.5,
-                        cat("maps")[:, 0].numpy())
+    m = score_images(net, [good, defective], batch_size, device)
     out = {"image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"], "aupro": m["aupro"]}
     out["criterion"] = (out["image_auroc"] + out["pixel_auroc"]) / 2
     return {**out, **_val_losses(model, good, triplets, batch_size, device), "n_val": len(good)}

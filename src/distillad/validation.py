@@ -19,7 +19,7 @@ from .errors import ConfigError, DataError
 from .synthesis import PAPER_PRESETS, SyntheticAnomalyDataset
 
 __all__ = ["SYNTHESIS_PRESETS", "SYNTHESIS_SEED", "synthesis_settings", "validation_samples", "synthetic_defects",
-           "validation_sets"]
+           "validation_sets", "score_images"]
 
 #: synthetic defects of the validation images: ``SyntheticAnomalyDataset`` keywords. draem: β weighs
 #: the normal image (form "dtsnet"), β ∈ [0.15, 0.5], so the texture's opacity is 50–85 %.
@@ -71,3 +71,16 @@ def validation_sets(spec: Mapping[str, Any], synthesis: str | Mapping[str, Any] 
     good = AnomalyDataset(list(val), image_size=hw, resize=mode)
     defective, triplets = synthetic_defects(good, d.get("textures"), synthesis)
     return good, defective, triplets
+
+
+def score_images(model: Any, datasets: Sequence[Any], batch_size: int = 16, device: str = "cpu") -> dict[str, float]:
+    """``metrics.compute_metrics`` of ``model`` over the concatenated ``datasets`` (items with image, label, mask),
+    e.g. (good, defective) of ``validation_sets``: what ``tune``, ``--epochs auto`` and the budget curves score."""
+    import torch
+
+    from .engine import infer
+    from .metrics import compute_metrics
+    res = [infer(model, ds, batch_size, device, progress=False) for ds in datasets]
+    cat = lambda k: torch.cat([r[k] for r in res])  # noqa: E731
+    return compute_metrics(cat("labels").numpy(), cat("scores").numpy(), cat("masks")[:, 0].numpy() > 0.5,
+                           cat("maps")[:, 0].numpy())
