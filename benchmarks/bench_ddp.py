@@ -40,6 +40,9 @@ from distillad import distributed  # noqa: E402
 from distillad.engine import TrainConfig, fit  # noqa: E402
 from distillad.registry import create_model  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line  # noqa: E402
+
 
 class _Images(torch.utils.data.Dataset):
     def __init__(self, n: int, size: int) -> None:
@@ -143,7 +146,7 @@ def main() -> None:
     load = os.getloadavg()
     lines = [
         "# Data-parallel training throughput: 1 process vs gloo ranks on CPU", "",
-        f"`{' '.join(['PYTHONPATH=src', '.venv/bin/python', *sys.argv])}`", "",
+        f"`{command_line(sys.argv, 'PYTHONPATH=src .venv/bin/python')}`", "",
         f"{args.model}, random teacher weights, {args.image_size} px, global batch {args.batch_size}, "
         f"{args.images} in-memory images a pass, {args.passes} passes (first = warm-up), one torch thread per "
         f"process, {args.repeats} interleaved repeats (median; every repeat in the last column). Machine: "

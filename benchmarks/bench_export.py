@@ -28,6 +28,9 @@ from distillad.checkpoint import load_run
 from distillad.export import export
 from distillad.metrics import compute_metrics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_md  # noqa: E402
+
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -127,11 +130,7 @@ def main() -> None:
             f"CPU, {args.threads} threads per runtime, median latency of interleaved repeats; the machine was "
             f"shared with other sessions (load average {os.getloadavg()[0]:.1f} at the end), so latencies are "
             "comparable within this table only. Metrics in points (×100), Δ against torch fp32.")
-    text = head + "\n\n" + "\n".join(rows)
-    print(text)
-    if args.md:
-        cmd = "python benchmarks/bench_export.py " + " ".join(sys.argv[1:])
-        Path(args.md).write_text(f"# Export: latency and metric change\n\n{text}\n\nReproduce: `{cmd}`\n")
+    write_md(args.md, ["# Export: latency and metric change", "", head, "", *rows], sys.argv, python="python")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_md  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ANOMALIB_CHILD = """
@@ -128,11 +131,7 @@ def main() -> None:
     lines += ["", f"Same outputs, this (defaults) vs {args.reference_commit} (one torch thread) on {same['n']} images: "
               "largest score difference "
               f"{same['max_score_diff']:.3g}, differing overlay pixels {same['differing_overlay_pixels']}."]
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        cmd = "python benchmarks/bench_predict.py " + " ".join(sys.argv[1:])
-        Path(args.md).write_text(f"# Folder predict, end to end\n\n{text}\n\nReproduce: `{cmd}`\n")
+    write_md(args.md, ["# Folder predict, end to end", "", *lines], sys.argv, python="python")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ from distillad.registry import create_model
 from distillad.tune import tune
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # also when loaded by path (tests/test_tune.py)
+from _common import command_line  # noqa: E402
+
 VAR = {"variance_weight": 1.0, "variance_block": "D1", "variance_distance": "cosine"}  # rd_var defaults
 DATASETS = {"bottle": ("mvtec_ad", "bottle"), "magnetic_tile": ("magnetic_tile", None)}
 # Song, Buayai & Mao: Table I (bottle; MVTec mean) and Tables III–V (MVTec means, I-AUROC / P-AUROC)
@@ -371,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {p}", flush=True)
         res[p] = {"main": part_main, "timing": part_timing, "ablations": part_ablations, "lambda": part_lambda}[p](args)
         res_file.write_text(json.dumps(res, indent=2))
-    meta = {"command": "python " + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+    meta = {"command": command_line(sys.argv, "python"),
             "date": time.strftime("%Y-%m-%d %H:%M"), "epochs": args.epochs,
             "teacher": args.teacher or "efficientnet_lite0 (the library's default)",
             "machine": f"{platform.machine()}, {resolve_device(args.device)}"}

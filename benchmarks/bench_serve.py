@@ -38,6 +38,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.md"
 BOTTLE = Path("mvtec_ad/bottle/test")
 
@@ -257,7 +260,7 @@ def main() -> None:
             for srv in servers.values():
                 srv.stop()
         spec = json.loads((run / "run.json").read_text())
-        meta = {"date": dt.date.today().isoformat(), "command": " ".join(["PYTHONPATH=src .venv/bin/python benchmarks/bench_serve.py", *sys.argv[1:]]), "machine": f"{platform.processor() or platform.machine()}, "
+        meta = {"date": dt.date.today().isoformat(), "command": command_line(sys.argv, "PYTHONPATH=src .venv/bin/python"), "machine": f"{platform.processor() or platform.machine()}, "
                 f"{platform.python_implementation()} {platform.python_version()}",
                 "cores": os.cpu_count(), "load_before": load_before,
                 "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),

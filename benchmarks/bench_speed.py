@@ -35,6 +35,9 @@ from distillad.precision import CPU_CHUNK, check_precision, cpu_flags, predict_b
 from distillad.registry import create_model, list_models
 from distillad.teachers import faithful
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_md  # noqa: E402
+
 
 def mm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of an n×n @ n×n ``torch.mm`` in ``dtype``: the best of ``repeats`` (a peak, not a median)."""
@@ -322,10 +325,8 @@ def main() -> None:
         text += ("\n\nrd (default teacher), batch 16, ms per image by layout and images per forward pass "
                  f"(interleaved; `predict_batch` uses chunk {CPU_CHUNK}):\n\n| path | ms/img | × fastest |\n|---|---|---|\n"
                  + "\n".join(f"| {k} | {1e3 * v:.1f} | {v / best:.2f} |" for k, v in chunks.items()))
-    print(text)
+    write_md(args.md, ["# Inference speed: roofline", "", text], sys.argv)
     if args.md:
-        cmd = "PYTHONPATH=src python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
-        Path(args.md).write_text(f"# Inference speed: roofline\n\n{text}\n\nReproduce: `{cmd}`\n")
         Path(args.md).with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows, "chunks": chunks},
                                                                   indent=1))
 

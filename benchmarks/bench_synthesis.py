@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ import numpy as np
 import torch
 
 from distillad.synthesis import PAPER_PRESETS, SyntheticAnomalyDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line  # noqa: E402
 
 SIZE, TARGET = 256, 100.0
 RESULTS = Path(__file__).resolve().parent / "results" / "synthesis.md"
@@ -139,7 +143,7 @@ def main() -> int:
             "# Anomaly-synthesis throughput\n\n"
             f"{dt.datetime.now().isoformat(timespec='seconds')}, {platform.processor() or platform.machine()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}, OpenCV {cv2.__version__}\n\n"
-            "Command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_synthesis.py`\n\n"
+            f"Command: `{command_line(sys.argv, 'PYTHONPATH=src .venv/bin/python')}`\n\n"
             + "".join(f"- {line}\n" for line in lines)
         )
         print(f"wrote {RESULTS}")

@@ -20,6 +20,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_md  # noqa: E402
+
 METRICS = [("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3")]
 
 
@@ -67,11 +70,7 @@ def main() -> None:
                      f"{statistics.mean(d):+.3f} |")
     spread = {k: max(by["fp32", s][k] for s in seeds) - min(by["fp32", s][k] for s in seeds) for k, _ in METRICS}
     lines += ["", "Seed spread of fp32 (max − min): " + ", ".join(f"{n} {spread[k]:.2f}" for k, n in METRICS) + "."]
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        cmd = "PYTHONPATH=src python benchmarks/bench_train_precision.py " + " ".join(sys.argv[1:])
-        Path(args.md).write_text(f"# Training precision: bf16 vs fp32\n\n{text}\n\nReproduce: `{cmd}`\n")
+    write_md(args.md, ["# Training precision: bf16 vs fp32", "", *lines], sys.argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ from distillad.data import AnomalyDataset, load_samples
 from distillad.registry import create_model
 from distillad.teachers import faithful
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_md  # noqa: E402
+
+
 def loader_rate(data: torch.utils.data.Dataset, batch: int, workers: int, limit: int) -> float:
     """Images per second of the training loader alone (first ``limit`` batches, one epoch at most)."""
     loader = distributed.train_loader(data, batch, torch.Generator().manual_seed(0), workers)
@@ -108,12 +112,7 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['data']} | {r['loader']:.1f} | {1e3 * r['faithful']:.1f} | "
                      f"{1e3 * r['runner']:.1f} | {r['faithful'] / r['runner']:.2f} | "
                      f"{100 / r['loader'] / r['runner']:.0f} % | {r['loss_faithful']:.4f} / {r['loss_runner']:.4f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        cmd = "PYTHONPATH=src python benchmarks/bench_train_speed.py " + " ".join(sys.argv[1:])
-        Path(args.md).write_text(f"# Training speed: teacher runner vs faithful body, and the loader\n\n{text}\n\n"
-                                 f"Reproduce: `{cmd}`\n")
+    write_md(args.md, ["# Training speed: teacher runner vs faithful body, and the loader", "", *lines], sys.argv)
 
 
 if __name__ == "__main__":

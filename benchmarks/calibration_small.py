@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_md  # noqa: E402
+from _common import md_table, write_md  # noqa: E402
 
 from distillad.calibration import CalibrationSettings, fit_thresholds, score_validation, validation_good  # noqa: E402
 from distillad.checkpoint import load_run  # noqa: E402
@@ -140,16 +140,15 @@ def main(argv: list[str]) -> None:
              "        --image-size 128 --val-fraction 0.3 --device cpu --out /tmp/cal_runs/$(basename $c); done", ""]
     chosen = None
     for n in (a.n, a.n_large):
-        lines += [f"## n = {n}", "", "| rule | " + " | ".join(f"{c} FPR / recall" for c in cats) +
-                  " | mean FPR | mean recall |", "|---|" + "---|" * (len(cats) + 2)]
         means = {}
         for k in RULES:
             f = statistics.fmean(sims[n][c][k][0] for c in cats)
             rc = statistics.fmean(sims[n][c][k][1] for c in cats)
             means[k] = (f, rc)
-            lines.append(f"| {k} | " + " | ".join(f"{pct(sims[n][c][k][0])} / {pct(sims[n][c][k][1])}" for c in cats)
-                         + f" | {pct(f)} | {pct(rc)} |")
-        lines.append("")
+        lines += [f"## n = {n}", "",
+                  *md_table(["rule", *(f"{c} FPR / recall" for c in cats), "mean FPR", "mean recall"],
+                            ([k, *(f"{pct(sims[n][c][k][0])} / {pct(sims[n][c][k][1])}" for c in cats),
+                              pct(f), pct(rc)] for k, (f, rc) in means.items())), ""]
         if n == a.n:
             ok = [k for k in RULES if means[k][0] <= a.max_fpr]
             chosen = max(ok, key=lambda k: means[k][1]) if ok else min(RULES, key=lambda k: means[k][0])
@@ -164,14 +163,15 @@ def main(argv: list[str]) -> None:
               "## Reported on test images after the choice (never used to choose)", "",
               f"Decision accuracy / FPR / recall at the image threshold; 'n = {a.n}': mean over {a.draws} draws of "
               f"{a.n} validation images; 'all': the whole validation split. fpr F=0.05 is shown as the rule a user "
-              "sets with `--target-fpr 0.05`, not as a choice.", "",
-              f"| category | I-AUROC | rule | accuracy n = {a.n} | FPR n = {a.n} | recall n = {a.n} | accuracy all | "
-              "FPR all | recall all |", "|---|---|---|---|---|---|---|---|---|"]
+              "sets with `--target-fpr 0.05`, not as a choice.", ""]
+    rows = []
     for r in runs:
         for k in dict.fromkeys(["sigma k=3 (old default)", chosen, "fpr F=0.05"]):
             t = test_decisions(r, RULES[k], a.n, a.draws, a.seed)
             cells = [t[f"{m}_{w}"] for w in ("small", "full") for m in ("acc", "fpr", "tpr")]
-            lines.append(f"| {r['category']} | {pct(t['auroc'])} | {k} | " + " | ".join(pct(c) for c in cells) + " |")
+            rows.append([r["category"], pct(t["auroc"]), k, *(pct(c) for c in cells)])
+    lines += md_table(["category", "I-AUROC", "rule", f"accuracy n = {a.n}", f"FPR n = {a.n}", f"recall n = {a.n}",
+                       "accuracy all", "FPR all", "recall all"], rows)
     write_md(a.md, lines, argv)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -37,6 +36,9 @@ from distillad.data.resize import crop_to_images, run_geometry
 from distillad.engine import infer, resolve_device
 from distillad.metrics import decision_metrics, mask_metrics
 from distillad.precision import prepare_for_inference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests/benchmarks)
+from _common import command_line, md_table  # noqa: E402
 
 METHODS = ("sigma", "quantile", "gamma", "synthetic")
 #: (key, column title)
@@ -109,24 +111,24 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
     cats = list(dict.fromkeys(r["category"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     models = ", ".join(sorted({r["model"] for r in rows}))
-    head = "| category | method | runs | " + " | ".join(t for _, t in COLUMNS) + " |"
+    titles = [t for _, t in COLUMNS]
     lines = ["# Calibration methods: decisions on test images at thresholds fitted on validation images", "",
              f"Command: `{command}` ({time.strftime('%Y-%m-%d')}).", "",
              f"Runs: {len({r['run'] for r in rows})} ({models}). Every threshold is fitted on the run's validation "
              "good images only (synthetic: also their synthetic defects); test images are only scored. "
              "stored = the thresholds in run.json. Figures in %: mean ± sample std over the runs of a category. "
-             "recall = TPR; mask precision/recall: pixels at the pixel threshold.", "", head,
-             "|" + "---|" * (len(COLUMNS) + 3)]
+             "recall = TPR; mask precision/recall: pixels at the pixel threshold.", ""]
+    per_method = []
     for c in cats:
         for m in methods:
             rs = [r for r in rows if r["category"] == c and r["method"] == m]
             errs = {r["calibration"]["error"] for r in rs if "error" in r["calibration"]}
             cells = [_stat([r.get(k) for r in rs]) for k, _ in COLUMNS]
             note = f" (failed: {'; '.join(sorted(errs))})" if errs else ""
-            lines.append(f"| {c} | {m}{note} | {len(rs)} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean over categories (each category's mean over its runs):", "",
-              head.replace("category", "—").replace("runs", "categories"),
-              "|" + "---|" * (len(COLUMNS) + 3)]
+            per_method.append([c, f"{m}{note}", len(rs), *cells])
+    lines += [*md_table(["category", "method", "runs", *titles], per_method), "",
+              "Mean over categories (each category's mean over its runs):", ""]
+    overall = []
     for m in methods:
         cells = []
         for k, _ in COLUMNS:
@@ -134,8 +136,8 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
                        if (v := [r[k] for r in rows if r["category"] == c and r["method"] == m
                                  and r.get(k) is not None and math.isfinite(r[k])])]
             cells.append(_stat(per_cat).split(" ±")[0] if per_cat else "–")
-        lines.append(f"| all | {m} | {len(cats)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        overall.append(["all", m, len(cats), *cells])
+    return "\n".join([*lines, *md_table(["—", "method", "categories", *titles], overall)]) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += evaluate_run(run, methods, args.k_sigma, args.quantile, args.synthesis, args.device, args.batch_size,
                              args.textures)
         print(f"{run}: done", file=sys.stderr)
-    command = "PYTHONPATH=src .venv/bin/python benchmarks/calibration_table.py " + shlex.join(
-        list(argv if argv is not None else sys.argv[1:]))
+    command = command_line([__file__, *(argv if argv is not None else sys.argv[1:])], "PYTHONPATH=src .venv/bin/python")
     text = render(rows, command)
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(rows, indent=2, default=float) + "\n").encode())

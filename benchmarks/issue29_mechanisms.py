@@ -1,11 +1,10 @@
 """Issue 29 mechanism checks on trained runs (one seed, small size): DMDD's head refitted on the frozen
 student with bias 0 / prior bias and old / new synthesis; DSKD-fusion free vs non-negative fusion vs
-manual 1:3 on the same frozen students. Usage: mech.py dmdd RUN | mech.py dskd RUN TEXTURES."""
+manual 1:3 on the same frozen students. Usage (PYTHONPATH=src): benchmarks/issue29_mechanisms.py dmdd RUN
+[MSN_EPOCHS] | benchmarks/issue29_mechanisms.py dskd RUN FUSION_EPOCHS. Textures: ``TEXTURES`` below."""
 import copy
-import math
 import sys
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -15,7 +14,7 @@ from distillad.data import load_samples, train_val_split
 from distillad.maps import combine_maps, gaussian_blur
 from distillad.metrics import compute_metrics, pixel_auroc
 from distillad.models._dmdd_blocks import MultiPerceptionSegNet
-from distillad.models.dskd_fusion import _NonNegFusion, dice_loss
+from distillad.models.dskd_fusion import _NonNegFusion
 from distillad.synthesis import PAPER_PRESETS
 
 torch.set_num_threads(1)
@@ -72,7 +71,6 @@ def test_metrics(model, spec, fn, sigma):
 def dmdd(run):
     model, spec = load_run(run)
     model.eval()
-    size = spec["data"].get("image_size") or 128
     print("spec train:", {k: spec.get(k) for k in ("train",)})
     new, old = dict(PAPER_PRESETS["dmdd"]), {"mode": "single", "form": "dtsnet", "foreground": "grabcut"}
     ev = synthetic(model, spec, new, n_eval=64, seed=99)  # evaluation defects: DRAEM range, unseen seed

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_md  # noqa: E402
+from _common import md_table, write_md  # noqa: E402
 
 REFERENCE = "patchcore"
 KEYS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"),
@@ -48,25 +48,24 @@ def render(paths: list[str]) -> list[str]:
     ref, students = _rows(paths)
     head = ["category", "model", "epochs"] + [n for _, n in KEYS] + [f"Δ {n}" for _, n in KEYS[:3]] + \
         ["train CPU-min", "ms/img b1"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows: list[list[object]] = []
     cats = list(dict.fromkeys(c for c, _ in ref))
     for cat in cats:
         for (c, seed), r in ref.items():
             if c != cat:
                 continue
             m = r["metrics"]
-            lines.append(f"| {cat} | **{REFERENCE}** | fit | " + " | ".join(f"{100 * m[k]:.1f}" for k, _ in KEYS)
-                         + " | – | – | – | " + f"{_cpu_min(r):.1f} | {1000 / r['timing']['images_per_s_b1']:.0f} |")
+            rows.append([cat, f"**{REFERENCE}**", "fit", *(f"{100 * m[k]:.1f}" for k, _ in KEYS), "–", "–", "–",
+                         f"{_cpu_min(r):.1f}", f"{1000 / r['timing']['images_per_s_b1']:.0f}"])
             for label, s in students:
                 if s["category"] != cat or s["seed"] != seed:
                     continue
                 sm = s["metrics"]
                 delta = [f"{100 * (sm[k] - m[k]):+.1f}" for k, _ in KEYS[:3]]
                 name = s["model"] + (f" ({label})" if label else "")
-                lines.append(f"| {cat} | {name} | {s['timing']['epochs']} | "
-                             + " | ".join(f"{100 * sm[k]:.1f}" for k, _ in KEYS) + " | " + " | ".join(delta)
-                             + f" | {_cpu_min(s):.1f} | {1000 / s['timing']['images_per_s_b1']:.0f} |")
-    return lines
+                rows.append([cat, name, s["timing"]["epochs"], *(f"{100 * sm[k]:.1f}" for k, _ in KEYS), *delta,
+                             f"{_cpu_min(s):.1f}", f"{1000 / s['timing']['images_per_s_b1']:.0f}"])
+    return md_table(head, rows)
 
 
 def main() -> None:

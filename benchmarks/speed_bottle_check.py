@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from distillad.metrics import compute_metrics
 from distillad.precision import PRECISIONS, check_precision, predict_batch, prepare_for_inference
 from distillad.registry import rebuild_model
 from distillad.teachers import faithful
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_md  # noqa: E402
 
 
 def main() -> None:
@@ -74,11 +78,7 @@ def main() -> None:
         lines.append(f"| {k} | {100 * met['image_auroc']:.2f} | {100 * met['pixel_auroc']:.2f} | "
                      f"{100 * met['aupro']:.2f} | {float((maps - ref).abs().max()):.3g} ({float(ref.max() - ref.min()):.3g}) | "
                      f"{v['s']:.1f} ({out['reference']['s'] / v['s']:.2f}×) |")
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        Path(args.md).write_text(text + "\n\nReproduce: `PYTHONPATH=src python benchmarks/speed_bottle_check.py "
-                                 f"--run {args.run}`\n")
+    write_md(args.md, lines, sys.argv)
 
 
 if __name__ == "__main__":

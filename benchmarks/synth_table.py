@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from paired import paired_stats  # benchmarks/ is on sys.path when this script runs
+from _common import md_table  # benchmarks/ is on sys.path when this script runs
+from paired import paired_stats
 
 METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"))
 
@@ -58,9 +59,9 @@ def _delta(a: dict[int, float], b: dict[int, float]) -> str:
 def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], models: list[str],
            base: str = "rd", cost_seeds: set[int] | None = None) -> str:
     cats = sorted({c for c, _, _ in runs})
-    out = ["| category | model | seeds | " + " | ".join(n for _, n in METRICS) + " | "
-           + " | ".join(f"Δ{n} vs {base}" for _, n in METRICS) + f" | train min (× {base}) | img/s b1 (× {base}) | file |",
-           "|" + "---|" * (6 + 2 * len(METRICS))]
+    head = ["category", "model", "seeds", *(n for _, n in METRICS), *(f"Δ{n} vs {base}" for _, n in METRICS),
+            f"train min (× {base})", f"img/s b1 (× {base})", "file"]
+    rows: list[list[str]] = []
     for c in cats:
         ref = {s: r for (cc, m, s), r in runs.items() if cc == c and m == base}
         for m in [base, *models]:
@@ -89,11 +90,10 @@ def render(runs: dict[tuple[str, str, int], dict[str, Any]], files: list[Path], 
                          / statistics.mean(ref[s]["timing"][key] for s in same_file)) if same_file else None
                 cost.append(f"{mean:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None and m != base else ""))
             src = ",".join(sorted({str(mine[s]["_file"]) for s in seeds}))
-            out.append(f"| {c} | {m} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | "
-                       + " | ".join(deltas) + f" | {cost[0]} | {cost[1]} | {src} |")
+            rows.append([c, m, ",".join(map(str, seeds)), *cells, *deltas, cost[0], cost[1], src])
     legend = "; ".join(f"file {i}: `{f}`" for i, f in enumerate(files))
-    return "\n".join(out) + (f"\n\nMetrics in %. Δ: mean of the per-seed differences (n shared seeds; p: two-sided "
-                              f"paired t-test, shown where n ≥ 2). {legend}.\n")
+    return "\n".join(md_table(head, rows)) + (f"\n\nMetrics in %. Δ: mean of the per-seed differences (n shared seeds; "
+                                              f"p: two-sided paired t-test, shown where n ≥ 2). {legend}.\n")
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from distillad.registry import create_model
-from paired import paired_stats  # benchmarks/ is on sys.path when this script runs
+from _common import md_table  # benchmarks/ is on sys.path when this script runs
+from paired import paired_stats
 
 METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO@0.3"))
 
@@ -39,9 +40,7 @@ def main() -> None:
     teachers = sorted({r["teacher"]["name"] for r in runs})
     cats = sorted({r["category"] for r in runs})
     flops: dict[tuple[str, int], float] = {}
-    head = "| category | teacher | seed | " + " | ".join(n for _, n in METRICS) + \
-        " | GFLOP/img | train s/epoch | img/s b1 |"
-    lines = [head, "|" + "---|" * head[1:].count("|")]
+    rows = []
     for c in cats:
         for t in teachers:
             for r in sorted((r for r in runs if r["category"] == c and r["teacher"]["name"] == t), key=lambda r: r["seed"]):
@@ -49,12 +48,12 @@ def main() -> None:
                 if (t, size) not in flops:
                     flops[t, size] = gflop(t, size)
                 m, tm = r["metrics"], r["timing"]
-                lines.append(f"| {c} | {t} | {r['seed']} | " + " | ".join(f"{100 * m[k]:.1f}" for k, _ in METRICS) +
-                             f" | {flops[t, size]:.2f} | {tm['seconds_per_epoch']:.1f} | {tm['images_per_s_b1']:.1f} |")
-    print("\n".join(lines))
+                rows.append([c, t, r["seed"], *(f"{100 * m[k]:.1f}" for k, _ in METRICS), f"{flops[t, size]:.2f}",
+                             f"{tm['seconds_per_epoch']:.1f}", f"{tm['images_per_s_b1']:.1f}"])
+    print("\n".join(md_table(["category", "teacher", "seed", *(n for _, n in METRICS), "GFLOP/img", "train s/epoch",
+                               "img/s b1"], rows)))
     if args.paired:
-        print(f"\n| category | teacher − {args.paired} | " + " | ".join(n for _, n in METRICS) + " |")
-        print("|---|---|" + "---|" * len(METRICS))
+        diffs = []
         by: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         for r in runs:
             by.setdefault((r["category"], r["teacher"]["name"]), {})[r["seed"]] = r["metrics"]
@@ -68,7 +67,8 @@ def main() -> None:
                     st = paired_stats({s: 100 * m[k] for s, m in base.items()},
                                       {s: 100 * m[k] for s, m in by[c, t].items()})
                     cells.append(f"{st['diff']:+.1f} (n={st['n']}" + (f", p={st['p']:.3f})" if st["n"] > 1 else ")"))
-                print(f"| {c} | {t} | " + " | ".join(cells) + " |")
+                diffs.append([c, t, *cells])
+        print("\n" + "\n".join(md_table(["category", f"teacher − {args.paired}", *(n for _, n in METRICS)], diffs)))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from typing import Any
 
 from distillad import api
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, md_table  # noqa: E402
+
 # (metrics.json key, column title, scale): the decision keys come from the run's stored calibration
 COLUMNS = [("image_auroc", "I-AUROC", 100), ("pixel_auroc", "P-AUROC", 100), ("aupro", "AUPRO@0.3", 100),
            ("threshold_accuracy", "decision acc.", 100), ("threshold_tpr", "recall", 100),
@@ -48,9 +51,7 @@ def table(tune_dir: Path) -> list[str]:
     res = json.loads((tune_dir / "tune.json").read_text())
     name = Path(res["data"]).name if not res.get("category") else res["category"]
     head = ["candidate", "val criterion", *[c[1] for c in COLUMNS], "seeds"]
-    lines = [f"### {name}", "", f"`{tune_dir}`: {res['n_val']} validation good images; "
-             f"image size {res['settings'].get('image_size', '?')}, {res['settings'].get('epochs', '?')} epochs", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for i, row in enumerate(res["rows"]):
         mets = [tested(Path(r["run"])) for r in row["runs"]]
         label = ", ".join(f"{k}={v}" for k, v in row["values"].items())
@@ -58,8 +59,10 @@ def table(tune_dir: Path) -> list[str]:
         label = f"**{label}** (chosen)" if i == res["chosen_index"] else label
         crit = cell([r["criterion"] for r in row["runs"]], 100)
         cols = [cell([m.get(k) for m in mets], s) for k, _, s in COLUMNS]
-        lines.append("| " + " | ".join([label, crit, *cols, str(len(mets))]) + " |")
-    return lines + [""]
+        rows.append([label, crit, *cols, len(mets)])
+    return [f"### {name}", "", f"`{tune_dir}`: {res['n_val']} validation good images; "
+            f"image size {res['settings'].get('image_size', '?')}, {res['settings'].get('epochs', '?')} epochs", "",
+            *md_table(head, rows), ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
            "validation images vs. synthetic defects made from them, in %). Test columns: `distillad test` on "
            "each of the tune's runs afterwards, mean ± sample std over seeds, in %; decision columns at the "
            "run's calibrated threshold (mean + 3σ of validation good scores unless the run says otherwise).",
-           "", "Command: `python " + " ".join(["benchmarks/tune_test_table.py", *sys.argv[1:]]) + "`", ""]
+           "", f"Command: `{command_line([__file__, *(sys.argv[1:] if argv is None else argv)], 'python')}`", ""]
     for d in args.tune_dirs:
         out += table(d)
     args.md.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,9 @@ from helpers.hardening import TINY, TINY_FLAGS, fingerprint
 from scipy import special, stats
 
 from distillad import api, data
-from distillad.calibration import (METHODS, CalibrationSettings, calibration_warnings, fit_thresholds,
-                                   normalize_scores, refit)
+from distillad.calibration import refit
+from distillad.thresholds import (METHODS, CalibrationSettings, calibration_warnings, fit_thresholds,
+                                  normalize_scores)
 from distillad.checkpoint import load_run, read_run_spec, run_lock
 from distillad.cli import main
 from distillad.errors import ConfigError, DataError
@@ -289,7 +290,7 @@ def test_synthetic_with_a_texture_folder_records_it(run_copy, tmp_path, cli):
 
 # ----------------------------------------------------------------------------- fpr: a target false-alarm rate
 def test_fpr_is_the_conformal_order_statistic():
-    from distillad.calibration import fpr_threshold
+    from distillad.thresholds import fpr_threshold
     x = np.random.default_rng(0).permutation(np.arange(1.0, 40.0))  # n = 39, F = 0.05: k = ⌈40·0.95⌉ = 38
     thr, rec = fpr_threshold(x, 0.05)
     assert thr == 38.0 and rec == {"fpr_rank": 38, "expected_fpr": pytest.approx(2 / 40)}

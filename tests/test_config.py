@@ -12,7 +12,7 @@ import yaml
 
 from distillad import api
 from distillad.cli import main
-from distillad.config import DEFAULTS, FLAG_PATHS, config_schema, load_config, param_spec
+from distillad.config import config_schema, flag_paths, flat_defaults, load_config, param_spec
 from distillad.errors import ConfigError
 from distillad.registry import bind_model_kwargs, list_models, model_class
 
@@ -167,10 +167,10 @@ def test_load_config_types(tmp_path):
 
 def test_defaults_are_api_trains():
     """The file's defaults are api.train's, so a config says what an unconfigured call would do."""
-    for k in FLAG_PATHS:
+    for k in flag_paths():
         assert k in API_TRAIN.parameters, f"api.train has no keyword {k!r}"
         default = API_TRAIN.parameters[k].default
-        assert DEFAULTS[k] == (None if default is inspect.Parameter.empty else default), k
+        assert flat_defaults()[k] == (None if default is inspect.Parameter.empty else default), k
 
 
 @pytest.mark.parametrize("hint,default,expect", [

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import io
 import json
 import logging
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,23 +23,39 @@ import numpy as np
 import torch
 
 from . import distributed
-from .checkpoint import (RUN_FILES, TEST_OUTPUTS, atomic_write_bytes, atomic_write_json, busy_error, finish_run,
-                         load_run, lock_is_held, read_run_spec, remove_temporaries, run_lock, write_run_spec)
-from .config import DEFAULTS
-from .data import AnomalyDataset, load_samples, train_val_split
 from .calibration import CalibrationSettings, normalize_scores, refit
 from .calibration import fit as fit_calibration
-from .data.resize import check_resize, crop_to_images, derive_input_size, run_geometry
-from .early_stopping import AUTO, DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, EarlyStopping, parse_epochs
+from .checkpoint import (
+    RUN_FILES,
+    TEST_OUTPUTS,
+    atomic_write_bytes,
+    atomic_write_json,
+    busy_error,
+    finish_run,
+    load_run,
+    lock_is_held,
+    read_run_spec,
+    remove_temporaries,
+    run_lock,
+    write_run_spec,
+)
+from .data import AnomalyDataset, load_samples, train_val_split
+from .data.resize import crop_to_images, derive_input_size, run_geometry
+from .early_stopping import DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, EarlyStopping
 from .engine import TrainConfig, fit, infer, resolve_device, seed_everything
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics import compute_metrics, decision_metrics, mask_metrics, per_defect_metrics, pro_curve
 from .outputs import check_writable, is_within
+from .preamble import describe_run, image_sizes, time_one_batch
 from .precision import prepare_for_inference
+from .predict import predict_images
 from .registry import create_model
-from .synthesis.foreground import FOREGROUND_METHODS
+from .report import REPORT_FILE, write_test_report
+from .settings import AUTO, added_train_defaults, api_parameters, run_record, sections, split_kwargs
 from .tiling import TiledModel, check_tile, tiled_size
-from .visualize import overlay_strip, plot_scores, save_png
+from .tracking import make_logger
+from .validation import synthetic_defects
+from .visualize import overlay_strip, overlay_strip_for_run, plot_scores, save_png, strip_indices
 
 __all__ = ["train", "test", "predict", "build_train_sets"]
 
@@ -55,34 +73,25 @@ def build_train_sets(model: Any, samples: Sequence[Any], image_size: int | tuple
     return sets
 
 
-def train(model: str, data: str | Path, out: str | Path, category: str | None = None, layout: str | None = None,
-          epochs: int | str | None = None, batch_size: int | None = None, image_size: int | None = None, seed: int = 0,
-          device: str = "auto", val_fraction: float = 0.1, split_seed: int = 0, resume: bool = False,
-          overwrite: bool = False,
-          num_workers: int = 0, precision: str = "fp32", progress: bool | None = None, k_sigma: float = 3.0,
-          textures: str | Path | None = None,
-          foreground: str | None = None, logger: str | None = None, resize: str = "squash",
-          on_step_end: Callable[[Any, Any], None] | None = None, announce: Callable[[Any], None] | None = None,
-          threshold_method: str = "sigma",
-          quantile: float = 0.995, threshold: float | None = None, pixel_threshold: float | None = None,
-          target_fpr: float | None = None,
-          **model_kwargs: Any) -> dict[str, Any]:
+def train(model: str, data: str | Path, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool | None = None, on_step_end: Callable[[Any, Any], None] | None = None,
+          announce: Callable[[Any], None] | None = None, **kwargs: Any) -> dict[str, Any]:
     """Train ``model`` on the good training images at ``data`` into run folder ``out``; returns run.json.
 
-    ``textures`` (a folder, e.g. DTD) and ``foreground`` (grabcut | otsu | none; None: the method's paper
-    setting) feed the synthesis of methods that train on synthetic defects; they are data settings,
-    stored in run.json's ``data``, as is ``resize`` (squash | pad | long-side, ``distillad.data.resize``) with
-    the model input it gives. ``logger``: "tensorboard" or "mlflow" (off by default).
-    Once the run folder is ours and before training, what was found and an estimate of the time go to
-    ``announce(preamble)`` (a ``distillad.preamble.Preamble``: ``lines``, ``warnings``; ``str()`` is the
-    block, so ``announce=print`` works); without it, the lines are logged (logger ``distillad``, INFO; the time is measured
-    only when someone reads it) and its warnings are ``UserWarning``s.
-    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
-    ``threshold_method`` (sigma | quantile | gamma | synthetic | fpr | fixed), ``k_sigma``, ``quantile``,
-    ``threshold``, ``pixel_threshold``, ``target_fpr`` (fpr's false-alarm rate): how the thresholds are fitted on the validation split after
-    training (``distillad.calibration``; ``distillad calibrate`` re-fits them later).
+    ``kwargs``: the run settings (``distillad.settings``: category, layout, val_fraction, split_seed,
+    textures, foreground, resize; epochs, batch_size, image_size, seed, device, num_workers, precision,
+    logger; threshold_method, k_sigma, quantile, threshold, pixel_threshold, target_fpr; the signature
+    lists them with their defaults) and the method's own keywords. ``textures`` (a folder, e.g. DTD) and
+    ``foreground`` feed the synthesis of methods that train on synthetic defects; with ``resize`` and the
+    model input it gives they are stored in run.json's ``data``. The thresholds are fitted on the validation
+    split after training (``distillad.calibration``; ``distillad calibrate`` re-fits them later).
     ``epochs="auto"``: up to the method's paper epochs, stopping once validation (held-out good images vs.
     synthetic defects made from them) stops improving, with the best epoch's weights (``early_stopping``).
+    Once the run folder is ours and before training, what was found and an estimate of the time go to
+    ``announce(preamble)`` (a ``distillad.preamble.Preamble``: ``lines``, ``warnings``; ``str()`` is the
+    block, so ``announce=print`` works); without it, the lines are logged (logger ``distillad``, INFO; the time
+    is measured only when someone reads it) and its warnings are ``UserWarning``s.
+    ``on_step_end(step, model)`` runs after every training step (a phase's pass over its data).
     ``resume`` continues the unfinished run in ``out``; ``overwrite`` first removes the run files found
     there (and nothing else). One process at a time trains into a folder (a lock).
     Under torchrun the ranks train data-parallel (``distillad.distributed``; ``batch_size`` is the global
@@ -90,49 +99,35 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     out = Path(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: continue the run, or start over")
-    # checks k_sigma, quantile and the thresholds (one message per flag)
-    calibration = CalibrationSettings(threshold_method, k_sigma, quantile, threshold, pixel_threshold,
-                                      target_fpr=target_fpr)
-    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    flat, model_kwargs = split_kwargs({"data": str(data), **kwargs})  # every setting checked, defaults filled in
+    d, t, calibration = sections(flat)  # calibration: its rules between settings (one message per flag)
     _refuse_inside(out, data, "the data folder")
-    if textures is not None:
-        _refuse_inside(out, textures, "the texture folder")
-    if foreground is not None and foreground not in FOREGROUND_METHODS:
-        raise ConfigError(f"foreground must be one of {', '.join(FOREGROUND_METHODS)}, got {foreground!r}")
-    if textures is not None and not Path(textures).is_dir():
-        raise DataError(f"{textures}: texture folder not found")
-    check_resize(resize)
-    distributed.init(resolve_device(device))  # a bad device fails before anything is written; joins torchrun's group
-    seed_everything(seed)
+    if d.textures is not None:
+        _refuse_inside(out, d.textures, "the texture folder")
+        if not Path(d.textures).is_dir():
+            raise DataError(f"{d.textures}: texture folder not found")
+    distributed.init(resolve_device(t.device))  # a bad device fails before anything is written; joins torchrun's group
+    seed_everything(t.seed)
     net = create_model(model, **model_kwargs)
-    epochs = parse_epochs(epochs)
-    auto = epochs == AUTO
+    auto = t.epochs == AUTO
     if auto and not any(ph.schedule == "joint" for ph in net.phases()):
-        auto, epochs = False, None  # a fit without epochs (PatchCore): nothing to stop
-    epochs = None if auto else epochs
-    cfg = TrainConfig(epochs, batch_size, image_size, seed, device, num_workers, precision).resolved(net)
-    cfg.check_precision(resolve_device(device))  # before anything is written
+        auto = False  # a fit without epochs (PatchCore): nothing to stop
+    cfg = replace(t, epochs=None if t.epochs == AUTO else t.epochs).resolved(net)
+    cfg.check_precision(resolve_device(t.device))  # before anything is written
     distributed.check_batch_sizes({ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()})  # before writing
-    data_spec = {"path": str(Path(data).resolve()), "category": category, "layout": layout,
-                 "val_fraction": val_fraction, "split_seed": split_seed,
-                 "textures": None if textures is None else str(Path(textures).resolve()), "foreground": foreground}
-    train_cfg = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": cfg.image_size,
-                 "seed": seed, "k_sigma": k_sigma, "threshold_method": threshold_method, "quantile": quantile,
-                 "threshold": threshold, "pixel_threshold": pixel_threshold, "target_fpr": target_fpr,
-                 "precision": cfg.precision,
-                 "early_stopping": {"patience": DEFAULT_PATIENCE, "min_delta": DEFAULT_MIN_DELTA} if auto else None}
-    samples = load_samples(data, "train", category, layout)
-    train_s, val_s = train_val_split(samples, val_fraction, split_seed)
+    record = run_record(d, cfg, calibration)
+    data_spec, train_cfg = record["data"], record["train"]
+    train_cfg["early_stopping"] = {"patience": DEFAULT_PATIENCE, "min_delta": DEFAULT_MIN_DELTA} if auto else None
+    samples = load_samples(data, "train", d.category, d.layout)
+    train_s, val_s = train_val_split(samples, d.val_fraction, d.split_seed)
     if not train_s:
         raise DataError(f"{data}: no training images left after the validation split")
-    from .preamble import image_sizes
     sizes = image_sizes(train_s)
-    input_size = derive_input_size(resize, cfg.image_size, sizes)  # type: ignore[arg-type]
-    data_spec.update(resize=resize, input_size=list(input_size))
+    input_size = derive_input_size(d.resize, cfg.image_size, sizes)  # type: ignore[arg-type]
+    data_spec.update(input_size=list(input_size))
     # every image is decoded before the run folder is touched: a corrupt file fails with nothing written
-    sets = build_train_sets(net, train_s, input_size, seed, textures, foreground, resize)
-    val_set = AnomalyDataset(val_s, image_size=input_size, resize=resize) if val_s else None
+    sets = build_train_sets(net, train_s, input_size, t.seed, d.textures, d.foreground, d.resize)
+    val_set = AnomalyDataset(val_s, image_size=input_size, resize=d.resize) if val_s else None
     main = distributed.is_main()
     # before the lock file is made, so a refusal leaves no trace; every rank refuses alike (rank 0 probes the lock)
     _refuse_foreign_files(out, resume, overwrite, locked_by_us=not main)
@@ -140,23 +135,28 @@ def train(model: str, data: str | Path, out: str | Path, category: str | None = 
     with run_lock(out) if main else contextlib.nullcontext():  # under torchrun: rank 0 owns the folder
         spec = _open_run_folder(out, net, model, train_cfg, data_spec, resume, overwrite) if main else None
         if spec is not None and not spec.get("finished"):  # the folder is ours and training starts: say what
-            _announce(announce, net, data, category, layout, len(train_s), len(val_s), sizes, input_size, resize,
-                      cfg, sets)
+            _announce(announce, net, data, d.category, d.layout, len(train_s), len(val_s), sizes, input_size,
+                      d.resize, cfg, sets)
         distributed.barrier()  # rank 0 has checked or written run.json
         if spec is None:
             spec = read_run_spec(out)
         if spec.get("finished"):
             return spec
-        stopper = _stopper(spec, out, val_set, cfg, device)  # --epochs auto (early_stopping); None otherwise
-        return _train_in(out, net, cfg, spec["run_id"], sets, val_set, logger, device, resume, progress,
+        stopper = _stopper(spec, out, val_set, cfg, t.device)  # --epochs auto (early_stopping); None otherwise
+        return _train_in(out, net, cfg, spec["run_id"], sets, val_set, t.logger, t.device, resume, progress,
                          on_step_end, calibration, data_spec["textures"], stopper)
+
+
+_FIXED = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("model", "data", "out")]
+train.__signature__ = inspect.signature(train).replace(parameters=[  # type: ignore[attr-defined]
+    *_FIXED, *[p for p in inspect.signature(train).parameters.values() if p.kind == p.KEYWORD_ONLY],
+    *api_parameters(), inspect.Parameter("model_kwargs", inspect.Parameter.VAR_KEYWORD)])
 
 
 def _announce(announce: Callable[[Any], None] | None, net: Any, data: Any, category: str | None, layout: str | None,
               n_train: int, n_val: int, sizes: list[tuple[int, int]], input_size: tuple[int, int], resize: str,
               cfg: TrainConfig, sets: dict[str, Any]) -> None:
     """The preamble (``distillad.preamble``): to ``announce``, else logged, its warnings as ``UserWarning``."""
-    from .preamble import describe_run, time_one_batch
     sizes_per_phase = {ph.name: ph.batch_size or cfg.batch_size for ph in net.phases()}
     dev = distributed.local_device(resolve_device(cfg.device))
     log = logging.getLogger("distillad")
@@ -224,7 +224,7 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
                                   "data": data_spec}, default=str))
     theirs = {k: old.get(k) for k in mine}
     if isinstance(theirs["train"], dict):  # settings newer than the run: absent means what it was calibrated with
-        theirs["train"] = {**_ADDED_TRAIN_DEFAULTS, **theirs["train"]}
+        theirs["train"] = {**added_train_defaults(), "early_stopping": None, **theirs["train"]}
     if mine != theirs:
         diff = sorted(f"{k}.{j}" for k in mine for j in set(mine[k] or {}) | set(theirs[k] or {})
                       if isinstance(mine[k], dict) and (mine[k] or {}).get(j) != (theirs[k] or {}).get(j))
@@ -233,10 +233,7 @@ def _open_run_folder(out: Path, net: Any, model: str, train_cfg: dict[str, Any],
     return old
 
 
-#: train settings added after format 1 (the calibration methods, the training precision); a run.json from
-#: before them used their defaults
-_ADDED_TRAIN_DEFAULTS = {**{k: DEFAULTS[k] for k in ("threshold_method", "quantile", "threshold", "pixel_threshold",
-                                                     "target_fpr", "precision")}, "early_stopping": None}
+
 
 
 def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str, Any], val_set: Any,
@@ -246,7 +243,6 @@ def _train_in(out: Path, net: Any, cfg: TrainConfig, run_id: str, sets: dict[str
     """Fit, calibrate on the validation good images and finish the run folder ``out``."""
     track = None
     if logger is not None and distributed.is_main():
-        from .tracking import make_logger
         track = make_logger(logger, out)
     hook = on_step_end
     if track is not None and val_set is not None:
@@ -275,7 +271,6 @@ def _stopper(spec: dict[str, Any], out: Path, val_set: Any, cfg: TrainConfig, de
     es = (spec.get("train") or {}).get("early_stopping")
     if not es:
         return None
-    from .validation import synthetic_defects
     if val_set is None or len(val_set) < 2:
         raise DataError("--epochs auto needs validation images (at least 2 good images held out: raise "
                         "--val-fraction or give a number of epochs)")
@@ -367,7 +362,6 @@ def test(run: str | Path, data: str | Path | None = None, category: str | None =
     _write_scores_csv(run / "scores.csv", res["paths"], res["defects"], labels, scores, calib)
     plot_scores(run / "scores.png", labels, scores, thr, title=f"{spec['method']} — {Path(spec['data']['path']).name}")
     _save_overlay_strip(run / "overlays.png", ds, res, calib, n_overlays)
-    from .report import REPORT_FILE, write_test_report
     write_test_report(run / REPORT_FILE, out, per_defect, ds, res, _pro_or_none(pix_masks, pix_maps), fpr_limit)
     return out
 
@@ -400,7 +394,6 @@ def _save_overlay_strip(path: Path, ds: AnomalyDataset, res: dict[str, Any], cal
     """Strip of the same test images for every method (``visualize.strip_indices``: chosen by label,
     defect type and path), coloured by the run's validation statistics, never by the test maps
     (``visualize.overlay_strip_for_run``, the function the benchmark's strips use too)."""
-    from .visualize import overlay_strip_for_run, strip_indices
 
     idx = strip_indices(ds.samples, n)
     if not idx:
@@ -419,6 +412,5 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, devi
     overlay and defect-mask PNGs named by each input's relative path. Inputs and ``out`` are checked
     before the model loads; ``overwrite`` replaces an earlier prediction in ``out``. Rows: one dict per
     image, ``error`` None where it worked (``distillad.predict`` has the details). ``tile`` > 1: tile by tile."""
-    from .predict import predict_images
     return predict_images(run, inputs, out, device, batch_size, overlays, progress, num_workers, overwrite, threads,
                           tile, precision)

@@ -41,8 +41,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import __version__
 from .errors import CheckpointError, ConfigError, OutputError
 from .outputs import ensure_folder, write_failed
+from .registry import rebuild_model
 from .run_schema import seal, validate_run_spec
 
 __all__ = [
@@ -125,7 +127,6 @@ def run_lock(folder: str | Path) -> Iterator[None]:
 def versions() -> dict[str, str]:
     import timm
 
-    from . import __version__
     return {"distillad": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "python": platform.python_version()}
 
@@ -288,7 +289,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[t
 
 def model_from_spec(spec: dict[str, Any], run_dir: str | Path) -> torch.nn.Module:
     """Rebuild exactly the model a run recorded: its method's class with the stored full keywords."""
-    from .registry import rebuild_model
     try:
         return rebuild_model(spec["method"], dict(spec["model_kwargs"]))
     except ConfigError as e:

@@ -27,11 +27,33 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_flags import (Parser, add_calibrate_command, add_calibration_flags, add_model_flags, add_precision_flag,
-                        add_run_flags, add_tile_flag, calibration_settings, parse_grid, positive_int, tuple_value)
+from . import __version__, api, distributed
+from .benchmark import add_arguments, run_from_args
+from .calibration import calibrate_run, calibration_warnings, describe
+from .cli_flags import (
+    Parser,
+    add_calibrate_command,
+    add_calibration_flags,
+    add_model_flags,
+    add_precision_flag,
+    add_run_flags,
+    add_tile_flag,
+    calibration_settings,
+    parse_grid,
+    positive_int,
+    tuple_value,
+)
 from .cli_print import print_metrics, print_per_defect
-from .config import FLAG_PATHS, FOREGROUNDS, config_from_args, dump_config, load_config, peek_model, train_kwargs
+from .config import config_from_args, dump_config, flag_paths, load_config, peek_model, train_kwargs
+from .demo import run_demo
+from .distributed import is_main
 from .errors import ConfigError, DistilladError
+from .export import export
+from .registry import list_models
+from .synthesis import synth_preview_from_data
+from .synthesis.foreground import FOREGROUND_METHODS
+from .synthesis.presets import SYNTHESIS_PRESETS
+from .tune import render, tune
 
 __all__ = ["main", "build_parser", "parse_args", "parse_train_config"]
 
@@ -57,7 +79,6 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=_version())
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show stack traces")
     sub = ap.add_subparsers(dest="command", required=True)
-    from .tune import SYNTHESIS_PRESETS
 
     t = sub.add_parser("train", help="train a method on good images into a run folder", allow_abbrev=False,
                        description="Flags override --config; unset ones are the method's paper settings.")
@@ -128,7 +149,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--n", type=positive_int, default=8, help="number of samples (default: 8)")
     s.add_argument("--image-size", type=int, default=256)
     s.add_argument("--textures", help="folder of texture images (e.g. DTD); default: no external data")
-    s.add_argument("--foreground", default="grabcut", choices=FOREGROUNDS)
+    s.add_argument("--foreground", default="grabcut", choices=FOREGROUND_METHODS)
     s.add_argument("--seed", type=int, default=0)
 
     m = sub.add_parser("models", help="list the methods")
@@ -177,13 +198,11 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: CORS off)")
 
     b = sub.add_parser("benchmark", help="compare methods on real data (see `distillad benchmark -h`)")
-    from .benchmark import add_arguments
     add_arguments(b)
     return ap
 
 
 def _version() -> str:
-    from . import __version__
     return f"distillad {__version__}"
 
 
@@ -212,7 +231,7 @@ def _scan(argv: Sequence[str]) -> tuple[str | None, str | None, str | None]:
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     """Parsed train flags (+ ``--config`` file) → the full config (see ``distillad.config``)."""
     parser: argparse.ArgumentParser = args._parser
-    given = {k: v for k, v in vars(args).items() if k in FLAG_PATHS}
+    given = {k: v for k, v in vars(args).items() if k in flag_paths()}
     model_kwargs: dict[str, Any] = {}
     for dest, p in args._model_params.items():
         if hasattr(args, dest):
@@ -227,12 +246,14 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         base = load_config(args.config, given.get("model"))
     else:
-        missing = [f"--{k}" for k in ("model", "data", "out") if k not in given]
+        template = getattr(args, "print_config", False)  # a template needs only the method: paths left null
+        missing = [f"--{k}" for k in ("model", "data", "out") if k not in given and not (template and k != "model")]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)} (or give --config FILE)")
     model = given.pop("model", None) or base.get("model")
     source = f"{args.config} + command line" if args.config else "command line"
-    return config_from_args(model, given, model_kwargs, base, source=source)
+    return config_from_args(model, given, model_kwargs, base, source=source,
+                            template=getattr(args, "print_config", False))
 
 
 _RUN_VERBS = ("train", "tune")  # verbs that take a method's own flags
@@ -263,7 +284,6 @@ def run(argv: Sequence[str]) -> int:
         if args.print_config:
             sys.stdout.write(dump_config(cfg))
             return 0
-        from . import api, distributed
         spec = api.train(**train_kwargs(cfg), resume=args.resume, overwrite=args.overwrite, announce=_announce)
         if not distributed.is_main():  # under torchrun rank 0 reports
             return 0
@@ -277,7 +297,6 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if args.command == "tune":
         return _tune(args)
-    from . import api
     if args.command == "test":
         settings = calibration_settings(args)
         out = api.test(args.run, args.data, args.category, args.layout, args.device, args.batch_size,
@@ -294,24 +313,20 @@ def run(argv: Sequence[str]) -> int:
         _EXIT_AT_ONCE = True
         return _predict(args)
     elif args.command == "demo":
-        from .demo import run_demo
         run_demo(args.out, epochs=args.epochs, device=args.device)
     elif args.command == "models":
-        from .registry import list_models
         print("\n".join(list_models()))
     elif args.command == "synth-preview":
-        from .synthesis import synth_preview_from_data
         synth_preview_from_data(args.data, args.out, category=args.category, layout=args.layout, n=args.n,
                                 image_size=args.image_size, textures=args.textures, foreground=args.foreground,
                                 seed=args.seed)
         print(f"written: {args.out}")
     elif args.command == "export":
-        from .export import export
         info = export(args.run, args.out, batch_size=args.batch_size, fmt=args.fmt, quantize=args.quantize,
                       fp16=args.fp16, calibration_images=args.calibration_images)
         print(json.dumps(info, indent=2))
     elif args.command == "serve":
-        from .serve import ServeConfig, read_token, serve
+        from .serve import ServeConfig, read_token, serve  # its optional dependencies (fastapi) load only here
         cfg = ServeConfig(args.run, backend=args.backend, onnx=args.onnx, device=args.device,
                           precision=args.precision, max_batch=args.max_batch,
                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout_s,
@@ -320,7 +335,6 @@ def run(argv: Sequence[str]) -> int:
                           cors_origins=args.cors_origin, threads=args.threads)
         serve(cfg, args.host, args.port, log_level="info" if args.verbose else "warning")
     elif args.command == "benchmark":
-        from .benchmark import run_from_args
         run_from_args(args)
     return 0
 
@@ -333,12 +347,10 @@ _PREDICT_EPILOG = (f"Exit codes: 0 every image predicted; {PREDICT_FAILED} some 
 
 def _predict(args: argparse.Namespace) -> int:
     """``distillad predict``; exit code ``PREDICT_FAILED`` when some images failed."""
-    from . import api
     rows = api.predict(args.run, args.inputs, args.out, args.device, args.batch_size, not args.no_overlays,
                        num_workers=args.num_workers, overwrite=args.overwrite, threads=args.threads, tile=args.tile,
                        precision=args.precision)
     failed = [r for r in rows if r["error"]]
-    from .distributed import is_main
     if not is_main():  # under torchrun every rank holds the merged rows; rank 0 reports them
         return PREDICT_FAILED if failed else 0
     n_bad = sum(r["decision"] == "defective" for r in rows)
@@ -352,7 +364,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     """``distillad tune``: the fixed run settings as for train, the grid's keywords left to the grid."""
-    from .tune import render, tune
     given = {p.name for dest, p in args._model_params.items() if hasattr(args, dest)}
     cfg = _train_config(args)
     grid = parse_grid(cfg["model"], args.grid)
@@ -371,14 +382,12 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _warn_calibration(calib: dict[str, Any]) -> None:
-    from .calibration import calibration_warnings
     for w in calibration_warnings(calib):
         print(f"distillad: warning: {w}", file=sys.stderr)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     """``distillad calibrate``: re-fit, rewrite run.json, print the old and the new thresholds."""
-    from .calibration import calibrate_run, describe
     old, new = calibrate_run(args.run, calibration_settings(args), args.device, args.batch_size, good=args.good)
     print(f"old: {describe(old)}")
     print(f"new: {describe(new)}")

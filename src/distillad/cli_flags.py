@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Sequence
 
-from .config import FOREGROUNDS, LOGGERS, RESIZE_MODES, Param, model_params
 from .errors import ConfigError
+from .params import Param, model_params
+from .precision import PRECISIONS
+from .settings import THRESHOLD_METHODS, CalibrationSettings, Setting, settings_of
+from .tune import grid_params
 
 __all__ = ["Parser", "add_model_flags", "add_run_flags", "add_calibration_flags", "tuple_value", "positive_int",
            "parse_grid"]
@@ -19,15 +22,6 @@ __all__ = ["Parser", "add_model_flags", "add_run_flags", "add_calibration_flags"
 _NONE = "none"
 
 
-
-def _epochs(text: str) -> int | str:
-    """``--epochs``: a positive integer or ``auto`` (``early_stopping``)."""
-    from .early_stopping import parse_epochs
-    from .errors import ConfigError
-    try:
-        return parse_epochs(text.strip().lower())  # type: ignore[return-value]
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 def _convert(kind: str, nullable: bool, choices: tuple[Any, ...] = ()) -> Callable[[str], Any]:
     """argparse ``type=`` for one value of ``kind``; ``none`` means None where the hint allows None
@@ -108,105 +102,64 @@ def tuple_value(p: Param, values: list[str]) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+def _setting_flag(parser: Any, st: Setting, default: Any, dest: str | None = None) -> None:
+    """One run setting (``distillad.settings``) as a flag, typed from its hint like a method keyword."""
+    p = st.param
+    kw: dict[str, Any] = {"default": default, "help": st.help, "dest": dest or st.name}
+    if st.parse is not None:
+        def parse(text: str, _parse: Callable[[Any], Any] = st.parse) -> Any:
+            try:
+                return _parse(text)
+            except ConfigError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+        parse.__name__ = st.name
+        kw["type"] = parse
+    elif p.kind == "choice":
+        kw["choices"] = [c for c in p.choices if c is not None]
+    elif p.kind in ("int", "float"):
+        kw.update(type={"int": int, "float": float}[p.kind], metavar=p.kind.upper())
+    parser.add_argument(st.flag, **kw)
+
+
 def add_run_flags(t: argparse.ArgumentParser, out_help: str) -> None:
-    """The flags of one training run, shared by ``train`` and ``tune``; unset ones stay unset, so a
-    ``--config`` file's values show through."""
+    """The flags of one training run, shared by ``train`` and ``tune``: one per run setting
+    (``distillad.settings``); unset ones stay unset, so a ``--config`` file's values show through."""
     S = argparse.SUPPRESS
     t.add_argument("--config", help="YAML file of a run (see train --print-config); flags given here override it")
     t.add_argument("--model", default=S, help="method name (see `distillad models`)")
-    t.add_argument("--data", default=S, help="dataset root or category folder")
-    t.add_argument("--category", default=S, help="category inside the dataset root (MVTec AD, VisA, ...; a class of CIFAR-10)")
-    t.add_argument("--layout", default=S,
-                   help="force the layout: mvtec, mpdd, mvtec3d, btad, visa, magnetic_tile, cifar10, folder")
     t.add_argument("--out", default=S, help=out_help)
-    t.add_argument("--epochs", type=_epochs, default=S,
-                   help="a number, or auto: up to the method's paper epochs, stopping when validation (held-out good "
-                        "images vs. synthetic defects made from them) stops improving, keeping the best epoch "
-                        "(default: the method's paper setting)")
-    t.add_argument("--batch-size", type=int, default=S,
-                   help="default: the method's paper setting; under torchrun the global batch, split over the ranks")
-    t.add_argument("--image-size", type=int, default=S, help="default: the method's paper setting")
-    t.add_argument("--resize", choices=RESIZE_MODES, default=S,
-                   help="how images become the model input: squash (stretch to a square, the papers'; default), "
-                        "pad (keep the aspect, pad to a square with black) or long-side (long side = --image-size, "
-                        "the short side from the images' median aspect, a multiple of 32)")
-    t.add_argument("--seed", type=int, default=S, help="default: 0")
-    t.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1 ...")
-    t.add_argument("--val-fraction", type=float, default=S,
-                   help="good training images held out for thresholds (default: 0.1)")
-    from .calibration import METHODS
-    t.add_argument("--threshold-method", choices=METHODS, default=S,
-                   help="how the thresholds are fitted on the validation split after training (default: sigma; "
-                        "`distillad calibrate` re-fits them)")
-    t.add_argument("--split-seed", type=int, default=S, help="seed of the train/validation split (default: 0)")
-    _threshold_flags(t, S, train=True)
-    t.add_argument("--num-workers", type=int, default=S, help="default: 0")
-    t.add_argument("--precision", choices=("fp32", "bf16"), default=S,
-                   help="training precision: bf16 autocast (weights and optimiser stay fp32) needs a GPU or a CPU "
-                        "with AVX512-BF16/AMX; bottle metrics fp32 vs bf16: benchmarks/results/train_speed.md "
-                        "(default: fp32)")
-    t.add_argument("--textures", default=S,
-                   help="folder of texture images (e.g. DTD) for synthetic anomalies; default: none")
-    t.add_argument("--foreground", choices=FOREGROUNDS, default=S,
-                   help="foreground masks for synthetic anomalies; default: the method's paper preset")
-    t.add_argument("--logger", choices=LOGGERS, default=S,
-                   help="log losses and validation overlays into the run folder (default: off)")
-
-
-def _threshold_flags(p: argparse.ArgumentParser, default: Any, train: bool) -> None:
-    """--k-sigma, --quantile, --threshold, --pixel-threshold: the parameters of the calibration methods."""
-    p.add_argument("--k-sigma", type=float, default=default,
-                   help="sigma: threshold = mean + k·std of validation scores (default: 3.0)")
-    p.add_argument("--quantile", type=float, default=default, metavar="Q",
-                   help="quantile: the Q-quantile of validation scores; gamma: the Q-quantile of a Gamma fitted "
-                        "to them (default: 0.995)")
-    p.add_argument("--threshold", type=float, default=default, metavar="X",
-                   help="fixed: the image threshold (a score >= X is defective)")
-    p.add_argument("--pixel-threshold", type=float, default=default, metavar="X",
-                   help="fixed: the pixel threshold of the defect masks (default: sigma's on validation pixels)")
-    p.add_argument("--target-fpr", type=float, default=default, metavar="F",
-                   help="fpr: the image threshold at which a fraction F of good images is expected to be called "
-                        "defective, from the validation scores (the ⌈(n+1)(1−F)⌉-th smallest; with fewer than "
-                        "1/F − 1 images a normal extrapolation, with a warning); alone it chooses method fpr "
-                        "(default F: 0.05)")
-    if not train:
-        from .validation import SYNTHESIS_PRESETS
-        p.add_argument("--synthesis", choices=sorted(SYNTHESIS_PRESETS), default=None,
-                       help="synthetic: the validation defects (default: draem, as distillad tune)")
-        p.add_argument("--textures", default=None, metavar="DIR",
-                       help="synthetic: texture images of the defects, e.g. DTD (default: the run's --textures, "
-                            "else procedural noise)")
+    for st in settings_of():
+        _setting_flag(t, st, S)
 
 
 def add_calibration_flags(p: argparse.ArgumentParser, method_flag: str, required: bool) -> None:
-    """The calibration flags of ``test`` (``--threshold-method``, optional) and ``calibrate`` (``--method``)."""
-    from .calibration import METHODS
-    p.add_argument(method_flag, choices=METHODS, required=required, default=None, dest="threshold_method",
-                   help="how the thresholds are fitted on the run's validation split: " + ", ".join(METHODS) +
-                        ("" if required else " (default: the thresholds stored in the run)"))
-    _threshold_flags(p, None, train=False)
+    """The calibration flags of ``test`` (``--threshold-method``, optional) and ``calibrate`` (``--method``):
+    the calibration settings (``settings.CalibrationSettings``), unset = None."""
+    for st in settings_of("calibration", run_only=False):
+        if st.key == "method":
+            p.add_argument(method_flag, choices=THRESHOLD_METHODS, required=required, default=None,
+                           dest="threshold_method",
+                           help="how the thresholds are fitted on the run's validation split: " +
+                                ", ".join(THRESHOLD_METHODS) +
+                                ("" if required else " (default: the thresholds stored in the run)"))
+        else:
+            _setting_flag(p, st, None, dest=st.key)
 
 
-def calibration_settings(args: argparse.Namespace) -> Any:
+def calibration_settings(args: argparse.Namespace) -> CalibrationSettings | None:
     """``CalibrationSettings`` of parsed calibration flags (None for ``test`` without --threshold-method)."""
-    from .calibration import DEFAULT_K_SIGMA, DEFAULT_QUANTILE, CalibrationSettings
+    keys = [st.key for st in settings_of("calibration", run_only=False) if st.key != "method"]
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.threshold_method is None:
-        if args.target_fpr is not None:  # --target-fpr alone: the method it is the parameter of
-            args.threshold_method = "fpr"
-            return calibration_settings(args)
-        given = [f for f in ("k_sigma", "quantile", "threshold", "pixel_threshold", "synthesis", "textures")
-                 if getattr(args, f) is not None]
+        if "target_fpr" in given:  # --target-fpr alone: the method it is the parameter of
+            return CalibrationSettings(method="fpr", **given)
         if given:
-            raise ConfigError(f"--{given[0].replace('_', '-')} needs --threshold-method (without it the run's "
-                              "stored thresholds are used)")
+            raise ConfigError(f"--{next(iter(given)).replace('_', '-')} needs --threshold-method (without it the "
+                              "run's stored thresholds are used)")
         return None
-    if args.synthesis is not None and args.threshold_method != "synthetic":
+    if "synthesis" in given and args.threshold_method != "synthetic":
         raise ConfigError("--synthesis chooses the defects of --threshold-method synthetic")
-    return CalibrationSettings(args.threshold_method,
-                               DEFAULT_K_SIGMA if args.k_sigma is None else args.k_sigma,
-                               DEFAULT_QUANTILE if args.quantile is None else args.quantile,
-                               args.threshold, args.pixel_threshold, args.synthesis or "draem", args.textures,
-                               args.target_fpr)
+    return CalibrationSettings(method=args.threshold_method, **given)
 
 
 def positive_int(s: str) -> int:
@@ -226,7 +179,6 @@ class Parser(argparse.ArgumentParser):
 def parse_grid(model: str, items: Sequence[str]) -> dict[str, list[Any]]:
     """``--grid KEY=V1,V2,...`` strings → {keyword: values}, each value typed from the constructor's hint
     exactly as the keyword's own flag would type it (``none`` for None; tuple items joined by ``:``)."""
-    from .tune import grid_params
     if not items:
         raise ConfigError("tune: give at least one --grid KEY=V1,V2,... (a keyword of the method and its values)")
     pairs = []
@@ -263,7 +215,6 @@ def parse_grid(model: str, items: Sequence[str]) -> dict[str, list[Any]]:
 
 def add_precision_flag(parser: argparse.ArgumentParser) -> None:
     """``--precision`` of test / predict / serve (``distillad.precision``)."""
-    from .precision import PRECISIONS
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="the networks' precision (maps stay fp32): bf16 needs a CPU with AVX512-BF16/AMX or a "
                              "GPU, fp16 a GPU or a CPU with AVX512-FP16; refused where it would be emulated "

@@ -1,227 +1,57 @@
 """A training run as one YAML file: ``distillad train --print-config`` writes it, ``--config`` runs it.
 
-The file has fixed sections (``data``, ``train``, ``calibration``, ``out``) and ``model_kwargs``,
-whose keys and types come from the method's constructor signature and type hints, so a new
-method needs no config code. Files are read with PyYAML and checked with a JSON Schema built
+The file has fixed sections (``data``, ``train``, ``calibration``, ``out``), generated from the run
+settings (``distillad.settings``), and ``model_kwargs``, whose keys and types come from the method's
+constructor signature and type hints (``distillad.params``), so neither a new setting nor a new
+method needs config code. Files are read with PyYAML and checked with a JSON Schema built
 from those hints; every problem is a ``ConfigError`` naming the file and the key.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import difflib
-import inspect
 import pathlib
 import re
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import yaml
 
-from .calibration import METHODS as CALIBRATION_METHODS
-from .data.resize import RESIZE_MODES
+from . import __version__
 from .errors import ConfigError
-from .synthesis.foreground import FOREGROUND_METHODS
+from .params import Param, model_kwargs_schema, model_params, param_spec, typed_kwargs
+from .registry import bind_model_kwargs, list_models, model_class
+from .settings import LOGGERS, defaults, section_schema, settings_of
 
 __all__ = ["Param", "param_spec", "model_params", "config_schema", "load_config", "peek_model",
-           "config_from_args", "dump_config", "train_kwargs", "FLAG_PATHS", "FOREGROUNDS", "LOGGERS",
-           "RESIZE_MODES"]
+           "config_from_args", "dump_config", "train_kwargs", "flag_paths", "flat_defaults", "LOGGERS"]
 
-FOREGROUNDS = FOREGROUND_METHODS
-LOGGERS = ("tensorboard", "mlflow")
 
-#: flat ``api.train`` keyword (= CLI flag) → (section, key) in the file; defaults are api.train's
-FLAG_PATHS: dict[str, tuple[str, ...]] = {
-    "model": ("model",), "out": ("out",),
-    "data": ("data", "path"), "category": ("data", "category"), "layout": ("data", "layout"),
-    "val_fraction": ("data", "val_fraction"), "split_seed": ("data", "split_seed"),
-    "textures": ("data", "textures"), "foreground": ("data", "foreground"), "resize": ("data", "resize"),
-    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "image_size": ("train", "image_size"),
-    "seed": ("train", "seed"), "device": ("train", "device"), "num_workers": ("train", "num_workers"),
-    "precision": ("train", "precision"), "logger": ("train", "logger"), "k_sigma": ("calibration", "k_sigma"),
-    "threshold_method": ("calibration", "method"), "quantile": ("calibration", "quantile"),
-    "threshold": ("calibration", "threshold"), "pixel_threshold": ("calibration", "pixel_threshold"),
-    "target_fpr": ("calibration", "target_fpr"),
-}
-DEFAULTS: dict[str, Any] = {
-    "model": None, "out": None, "data": None, "category": None, "layout": None, "val_fraction": 0.1,
-    "split_seed": 0, "textures": None, "foreground": None, "resize": "squash", "epochs": None, "batch_size": None,
-    "image_size": None, "seed": 0, "device": "auto", "num_workers": 0, "precision": "fp32", "logger": None,
-    "k_sigma": 3.0,
-    "threshold_method": "sigma", "quantile": 0.995, "threshold": None, "pixel_threshold": None, "target_fpr": None,
-}
+def flag_paths() -> dict[str, tuple[str, ...]]:
+    """Flat ``api.train`` keyword (= CLI flag) → (section, key) in the file (``distillad.settings``)."""
+    return {"model": ("model",), "out": ("out",), **{st.name: (st.section, st.key) for st in settings_of()}}
+
+
+def flat_defaults() -> dict[str, Any]:
+    """Flat keyword → default (model and out: none)."""
+    return {"model": None, "out": None, **defaults()}
+
 SECTIONS = ["model", "model_kwargs", "data", "train", "calibration", "out"]
-_MIN1 = {"minimum": 1}
-_FIXED_SCHEMA: dict[str, dict[str, Any]] = {
-    "data": {"path": {"type": "string"}, "category": {"type": ["string", "null"]},
-             "layout": {"type": ["string", "null"]},
-             "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-             "split_seed": {"type": "integer"}, "textures": {"type": ["string", "null"]},
-             "foreground": {"enum": [*FOREGROUNDS, None]}, "resize": {"enum": list(RESIZE_MODES)}},
-    "train": {"epochs": {"type": ["integer", "string", "null"], "minimum": 1, "pattern": "^auto$"},  # N or auto
-              "batch_size": {"type": ["integer", "null"], **_MIN1},
-              "image_size": {"type": ["integer", "null"], "minimum": 32, "maximum": 4096}, "seed": {"type": "integer"},
-              "device": {"type": "string"}, "num_workers": {"type": "integer", "minimum": 0},
-              "precision": {"enum": ["fp32", "bf16"]}, "logger": {"enum": [*LOGGERS, None]}},
-    "calibration": {"k_sigma": {"type": "number", "minimum": 0}, "method": {"enum": list(CALIBRATION_METHODS)},
-                    "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                    "threshold": {"type": ["number", "null"]}, "pixel_threshold": {"type": ["number", "null"]},
-                    "target_fpr": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
-}
-_JSON_TYPE = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
-
-
-# ----------------------------------------------------------------------------- hints → Param
-@dataclass(frozen=True)
-class Param:
-    """One method keyword as the CLI and the schema see it: a kind, whether None is allowed, details.
-
-    kind: bool | int | float | str | choice | tuple | any (any: not expressible, no flag, unchecked).
-    ``items``: element kinds of a tuple, one per position, or one for a variadic tuple.
-    """
-
-    name: str
-    kind: str
-    default: Any = None
-    nullable: bool = False
-    choices: tuple[Any, ...] = ()
-    items: tuple[str, ...] = ()
-    variadic: bool = False
-
-
-def _scalar(hint: Any) -> str | None:
-    if hint is bool:
-        return "bool"
-    if hint is int:
-        return "int"
-    if hint is float:
-        return "float"
-    if hint is str or (isinstance(hint, type) and issubclass(hint, pathlib.PurePath)):
-        return "str"
-    return None
-
-
-def _from_default(default: Any) -> dict[str, Any]:
-    """No usable hint: guess from the default (a bare ``x=3``)."""
-    if default is None or default is inspect.Parameter.empty:
-        return {"kind": "str", "nullable": default is None}
-    if isinstance(default, (tuple, list)):
-        kinds = {_scalar(type(v)) for v in default} or {"str"}
-        return {"kind": "tuple", "items": (kinds.pop() if len(kinds) == 1 else "str",), "variadic": True} \
-            if None not in kinds else {"kind": "any"}
-    return {"kind": _scalar(type(default)) or "any"}
-
-
-def _describe(hint: Any, default: Any) -> dict[str, Any]:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is None or hint is Any or hint is inspect.Parameter.empty:
-        return _from_default(default)
-    if origin in (Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        inner = [_describe(a, None) for a in rest]
-        kinds = {d["kind"] for d in inner}
-        if len(inner) == 1:
-            out = inner[0]
-        elif kinds == {"choice"}:
-            out = {"kind": "choice", "choices": tuple(c for d in inner for c in d["choices"])}
-        elif kinds == {"str"} or kinds == {"int", "float"}:
-            out = {"kind": kinds.pop() if len(kinds) == 1 else "float"}
-        else:
-            out = {"kind": "any"}
-        return {**out, "nullable": out.get("nullable", False) or len(rest) < len(args)}
-    if origin is Literal:
-        return {"kind": "choice", "choices": args}
-    if origin is tuple and args and args != ((),):
-        variadic = len(args) == 2 and args[1] is Ellipsis
-        items = tuple(_scalar(a) for a in (args[:1] if variadic else args))
-        return {"kind": "tuple", "items": items, "variadic": variadic} if None not in items else {"kind": "any"}
-    if origin in (list, collections.abc.Sequence, collections.abc.MutableSequence) and len(args) == 1:
-        item = _scalar(args[0])
-        return {"kind": "tuple", "items": (item,), "variadic": True} if item else {"kind": "any"}
-    if hint in (tuple, list) or origin in (tuple, list, collections.abc.Sequence):
-        return _from_default(default) if isinstance(default, (tuple, list)) else {"kind": "any"}
-    kind = _scalar(hint)
-    return {"kind": kind} if kind else {"kind": "any"}
-
-
-def param_spec(name: str, hint: Any, default: Any = inspect.Parameter.empty) -> Param:
-    """What a keyword's type hint (or, without one, its default) allows, in CLI/schema terms."""
-    d = _describe(hint, default)
-    if default is None:
-        d["nullable"] = True
-    return Param(name=name, default=None if default is inspect.Parameter.empty else default, **d)
-
-
-def model_params(model: str) -> list[Param]:
-    """Every keyword of registered method ``model`` (not ``*args``/``**kwargs``), in signature order."""
-    from .registry import model_signature, model_type_hints
-    hints = model_type_hints(model)
-    return [param_spec(p.name, hints.get(p.name), p.default) for p in model_signature(model).parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-
-# ----------------------------------------------------------------------------- schema
-def _param_schema(p: Param) -> dict[str, Any]:
-    if p.kind == "any":
-        return {}
-    if p.kind == "choice":
-        return {"enum": [*p.choices, *([None] if p.nullable else [])]}
-    if p.kind == "tuple":
-        s: dict[str, Any] = {"type": "array"}
-        if p.variadic:
-            s.update(items={"type": _JSON_TYPE[p.items[0]]}, minItems=1)
-        else:
-            s.update(prefixItems=[{"type": _JSON_TYPE[k]} for k in p.items], minItems=len(p.items),
-                     maxItems=len(p.items))
-    else:
-        s = {"type": _JSON_TYPE[p.kind]}
-    if p.nullable:
-        s["type"] = [s["type"], "null"]
-    return s
-
-
-_SCHEMA_BOUND = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
-
-
-def _bounded(schema: dict[str, Any], bounds: list[tuple[str, float]]) -> dict[str, Any]:
-    """A keyword's schema with its ``distillad.hints`` bounds (on each item of an array)."""
-    if not bounds or not schema:
-        return schema
-    extra = {_SCHEMA_BOUND[op]: v for op, v in bounds}
-    out = dict(schema)
-    if "prefixItems" in out:
-        out["prefixItems"] = [{**it, **extra} for it in out["prefixItems"]]
-    elif "items" in out:
-        out["items"] = {**out["items"], **extra}
-    else:
-        out.update(extra)
-    return out
+#: keys a user fills in (``--print-config`` with only ``--model`` leaves them null)
+REQUIRED = {"path": "--data", "model": "--model", "data": "--data", "out": "--out"}
 
 
 def config_schema(model: str, complete: bool = False) -> dict[str, Any]:
     """JSON Schema of a config for ``model``; ``complete`` also requires model, data.path and out."""
-    from .registry import keyword_bounds, list_models, model_class
-
     def section(props: dict[str, Any], required: list[str] = ()) -> dict[str, Any]:
         return {"type": "object", "properties": props, "additionalProperties": False,
                 **({"required": list(required)} if complete and required else {})}
 
-    bounds = keyword_bounds(model_class(model))
-    props = {"model": {"enum": list_models()},
-             "model_kwargs": section({p.name: _bounded(_param_schema(p), bounds.get(p.name, []))
-                                      for p in model_params(model)}),
-             **{k: section(v, ["path"] if k == "data" else []) for k, v in _FIXED_SCHEMA.items()},
-             "out": {"type": "string"}}
+    props = {"model": {"enum": list_models()}, "model_kwargs": model_kwargs_schema(model),
+             **{k: section(section_schema(k), ["path"] if k == "data" else []) for k in ("data", "train", "calibration")},
+             "out": {"type": ["string", "null"]}}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             **section(props, ["model", "data", "out"] if complete else [])}
-
-
-def _param_schema_for(model: str) -> dict[str, Any]:
-    """The ``model_kwargs`` section's schema of ``model`` (``run_schema`` checks run.json with it)."""
-    return config_schema(model)["properties"]["model_kwargs"]
 
 
 def _key_error(source: str, err: Any, schema: dict[str, Any]) -> str:
@@ -234,10 +64,10 @@ def _key_error(source: str, err: Any, schema: dict[str, Any]) -> str:
         return f"{source}: unknown key {'.'.join([*map(str, err.absolute_path), str(extra)])!r}{hint}"
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
-        flag = {"path": "--data", "model": "--model", "data": "--data", "out": "--out"}.get(missing, missing)
+        flag = REQUIRED.get(missing, missing)
         where = f"{path}.{missing}" if path else missing
         return f"{source}: missing {where!r} (give {flag} or set it in the config file)"
-    flat = next((k for k, v in FLAG_PATHS.items() if ".".join(v) == path), None)
+    flat = next((k for k, v in flag_paths().items() if ".".join(v) == path), None)
     if flat is None and path.startswith("model_kwargs."):
         flat = path.split(".", 2)[1]
     flag = f" (--{flat.replace('_', '-')})" if flat else ""
@@ -250,6 +80,12 @@ def _validate(cfg: Any, model: str, source: str, complete: bool = False) -> None
     schema = config_schema(model, complete)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg),
                     key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
+    missing = [e for e in errors if e.validator == "required"]
+    if len(missing) > 1:  # name every path a template leaves to fill in, not only the first
+        where = [".".join([*map(str, e.absolute_path), e.message.split("'")[1]]) for e in missing]
+        flags = [REQUIRED.get(w.split(".")[-1], w) for w in where]
+        raise ConfigError(f"{source}: missing {', '.join(map(repr, where))} (give {', '.join(flags)} or set them "
+                          "in the config file)")
     if errors:
         raise ConfigError(_key_error(source, errors[0], schema))
 
@@ -284,26 +120,10 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
 
 def peek_model(path: str | Path) -> str | None:
     """The ``model:`` a config file names (the CLI needs it to know the method's flags)."""
-    from .registry import list_models
     model = _read_yaml(path).get("model")
     if isinstance(model, str) and model not in list_models():
         raise ConfigError(f"{path}: model: unknown model {model!r}; available: {', '.join(list_models())}")
     return model if isinstance(model, str) else None
-
-
-def _coerce(value: Any, p: Param) -> Any:
-    """A schema-valid plain value → the hinted Python type (lists → tuples, ints → floats)."""
-    if value is None or p.kind in ("any", "choice", "bool", "str"):
-        return value
-    if p.kind == "tuple":
-        kinds = p.items * len(value) if p.variadic else p.items
-        return tuple(_coerce(v, Param(p.name, k)) for v, k in zip(value, kinds))
-    return float(value) if p.kind == "float" else int(value)
-
-
-def _typed(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    params = {p.name: p for p in model_params(model)}
-    return {k: _coerce(v, params[k]) if k in params else v for k, v in kwargs.items()}
 
 
 def load_config(path: str | Path, model: str | None = None) -> dict[str, Any]:
@@ -311,7 +131,6 @@ def load_config(path: str | Path, model: str | None = None) -> dict[str, Any]:
 
     Returns the nested dict with values in their hinted types (tuples, floats).
     """
-    from .registry import list_models
     raw = _read_yaml(path)
     model = model or raw.get("model")
     for key in raw:  # before the method is known: a misspelt 'model:' is reported as that
@@ -325,11 +144,10 @@ def load_config(path: str | Path, model: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: model: unknown model {model!r}; available: {', '.join(list_models())}")
     _validate({**raw, "model": model}, model, str(path))
     if isinstance(raw.get("model_kwargs"), dict):
-        raw["model_kwargs"] = _typed(model, raw["model_kwargs"])
-    for k in ("val_fraction", "k_sigma", "quantile", "threshold", "pixel_threshold", "target_fpr"):
-        sec = "data" if k == "val_fraction" else "calibration"
-        if (raw.get(sec) or {}).get(k) is not None:
-            raw[sec][k] = float(raw[sec][k])
+        raw["model_kwargs"] = typed_kwargs(model, raw["model_kwargs"])
+    for st in settings_of():  # YAML's 1 is an int: a float setting gets a float
+        if st.param.kind == "float" and (raw.get(st.section) or {}).get(st.key) is not None:
+            raw[st.section][st.key] = float(raw[st.section][st.key])
     return raw
 
 
@@ -344,28 +162,35 @@ def _plain(value: Any) -> Any:
 
 
 def dump_config(cfg: dict[str, Any]) -> str:
-    """The config as YAML (tuples as lists), in the file's section order."""
-    from . import __version__
+    """The config as YAML (tuples as lists), in the file's section order. A template (``data.path`` or
+    ``out`` not set) shows them as ``null`` with a comment saying what to fill in."""
     body = yaml.safe_dump({k: _plain(cfg[k]) for k in SECTIONS if k in cfg}, sort_keys=False, allow_unicode=True)
-    return f"# distillad {__version__}; run with: distillad train --config THIS_FILE.yaml\n{body}"
+    todo = [f for f, line in (("data.path", "  path: null\n"), ("out", "out: null\n")) if line in body]
+    body = body.replace("\n  path: null\n", "\n  path: null  # fill in: the dataset root or category folder (--data)\n")
+    body = body.replace("\nout: null\n", "\nout: null  # fill in: the run folder to create (--out)\n")
+    head = f"# distillad {__version__}; run with: distillad train --config THIS_FILE.yaml\n"
+    if todo:
+        head += f"# a template: fill in {' and '.join(todo)} first\n"
+    return head + body
 
 
 # ----------------------------------------------------------------------------- flags + file → config
 def config_from_args(model: str, flags: dict[str, Any], model_kwargs: dict[str, Any] | None = None,
-                     base: dict[str, Any] | None = None, source: str = "command line") -> dict[str, Any]:
+                     base: dict[str, Any] | None = None, source: str = "command line",
+                     template: bool = False) -> dict[str, Any]:
     """The FULL config: api.train defaults ← ``base`` (a loaded file) ← ``flags`` given on the command line.
 
-    ``flags`` are flat api.train keywords (``FLAG_PATHS``); ``model_kwargs`` the method keywords given as
+    ``flags`` are flat api.train keywords (``flag_paths``); ``model_kwargs`` the method keywords given as
     flags. Method keywords get their defaults applied, epochs/batch_size/image_size the method's
     ``train_defaults``; the result is checked against ``config_schema(model, complete=True)``.
+    ``template``: data.path and out may be missing (``--print-config`` with only ``--model``): they stay null.
     """
-    from .registry import bind_model_kwargs, model_class
     base = base or {}
-    unknown = set(flags) - set(FLAG_PATHS)
+    unknown = set(flags) - set(flag_paths())
     if unknown:
         raise ConfigError(f"{source}: not a train setting: {', '.join(sorted(unknown))}")
-    flat = dict(DEFAULTS)
-    for k, path in FLAG_PATHS.items():
+    flat = flat_defaults()
+    for k, path in flag_paths().items():
         section = base if len(path) == 1 else base.get(path[0])
         if isinstance(section, dict) and path[-1] in section:
             flat[k] = section[path[-1]]
@@ -383,23 +208,23 @@ def config_from_args(model: str, flags: dict[str, Any], model_kwargs: dict[str, 
         if flat[k] is None:
             flat[k] = dict(getattr(cls, "train_defaults", {})).get(k)
     cfg: dict[str, Any] = {"model": model, "model_kwargs": full}
-    for k, path in FLAG_PATHS.items():
+    for k, path in flag_paths().items():
         if len(path) == 2:
             cfg.setdefault(path[0], {})[path[1]] = flat[k]
     cfg["out"] = flat["out"]
-    if cfg["data"]["path"] is None:
+    if not template and cfg["data"]["path"] is None:
         del cfg["data"]["path"]
-    if cfg["out"] is None:
+    if not template and cfg["out"] is None:
         del cfg["out"]
-    _validate(_plain(cfg), model, source, complete=True)
-    cfg["model_kwargs"] = _typed(model, full)
+    _validate(_plain(cfg), model, source, complete=not template)
+    cfg["model_kwargs"] = typed_kwargs(model, full)
     return cfg
 
 
 def train_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config as ``api.train`` keywords (method keywords last, in their hinted types)."""
     out: dict[str, Any] = {}
-    for k, path in FLAG_PATHS.items():
+    for k, path in flag_paths().items():
         out[k] = cfg[path[0]] if len(path) == 1 else cfg[path[0]][path[1]]
     clash = set(out) & set(cfg["model_kwargs"])
     if clash:

@@ -25,24 +25,14 @@ import torch
 
 from .checkpoint import atomic_write_json, load_weights, save_weights
 from .errors import ConfigError, DataError
+from .settings import AUTO, parse_epochs
+from .validation import score_images
 
 __all__ = ["EarlyStopping", "AUTO", "DEFAULT_PATIENCE", "DEFAULT_MIN_DELTA", "RECORD_FILE", "BEST_FILE",
            "parse_epochs"]
 
-AUTO = "auto"
 DEFAULT_PATIENCE, DEFAULT_MIN_DELTA = 5, 1e-3
 RECORD_FILE, BEST_FILE = "early_stop.json", "best.safetensors"
-
-
-def parse_epochs(value: Any) -> int | str | None:
-    """``epochs`` as given: None (the method's), a positive integer, or ``"auto"``; ConfigError otherwise."""
-    if value is None or value == AUTO:
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"epochs must be a positive integer or 'auto', got {value!r}")
-    return value
 
 
 @dataclass
@@ -97,7 +87,6 @@ class EarlyStopping:
     # -- the hook -------------------------------------------------------------------------------
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation image and pixel AUROC of good vs. synthetic-defect images, and their mean."""
-        from .validation import score_images
         m = score_images(model, [self.good, self.defective], self.batch_size, self.device)
         return {"image_auroc": float(m["image_auroc"]), "pixel_auroc": float(m["pixel_auroc"]),
                 "criterion": (float(m["image_auroc"]) + float(m["pixel_auroc"])) / 2}

@@ -16,7 +16,6 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,8 +25,6 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .progress import bar as progress_bar
-
 from . import distributed, teacher_cache
 from .checkpoint import append_jsonl, atomic_write_bytes, load_training_state, remove_temporaries, save_training_state
 from .errors import ConfigError, TrainingError
@@ -35,55 +32,14 @@ from .hints import check_int
 from .models._base import DistillationModel
 from .phases import Phase, Step, param_groups, plan, validate_phases
 from .precision import autocast, check_precision, predict_batch, prepare_for_inference
+from .progress import bar as progress_bar
+from .settings import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, TRAIN_PRECISIONS, TrainSettings
 
-#: image sizes the teachers' five stride-2 stages handle (a 1-pixel last stage at 32), and a sane upper end
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
-TRAIN_PRECISIONS = ("fp32", "bf16")
+#: the training settings of a run (``distillad.settings``): None means the method's paper default
+TrainConfig = TrainSettings
 
 __all__ = ["TrainConfig", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "TRAIN_PRECISIONS", "seed_everything", "resolve_device",
            "fit", "infer"]
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; ``None`` means the method's paper default (``model.train_defaults``)."""
-
-    epochs: int | None = None
-    batch_size: int | None = None
-    image_size: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    precision: str = "fp32"  # fp32 | bf16: the forward passes and losses under bf16 autocast (weights stay fp32)
-
-    def resolved(self, model: DistillationModel) -> "TrainConfig":
-        """Defaults filled in from the method, then every value checked (``ConfigError`` names it)."""
-        d = dict(model.train_defaults)
-        out = TrainConfig(**asdict(self))
-        for k in ("epochs", "batch_size", "image_size"):
-            if getattr(out, k) is None:
-                setattr(out, k, d[k])
-        out.check()
-        return out
-
-    def check_precision(self, device: torch.device) -> None:
-        """Training runs in fp32 or bf16 (no loss scaling needed); bf16 only where ``device`` runs it natively."""
-        if self.precision not in TRAIN_PRECISIONS:
-            raise ConfigError(f"training precision must be one of {', '.join(TRAIN_PRECISIONS)}, got "
-                              f"{self.precision!r} (fp16 would need loss scaling; bf16 does not)")
-        check_precision(self.precision, device)
-
-    def check(self) -> None:
-        for k, lo, hi in (("epochs", 1, None), ("batch_size", 1, None), ("image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
-                          ("num_workers", 0, None), ("seed", None, None)):
-            v = getattr(self, k)
-            if v is None and k != "seed":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{k} must be an integer, got {v!r}")
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-                raise ConfigError(f"{k} must be {rng}, got {v}")
 
 
 def seed_everything(seed: int) -> None:

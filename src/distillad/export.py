@@ -33,10 +33,13 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import atomic_write_bytes, load_run, read_run_spec
+from .data import AnomalyDataset
+from .data.resize import run_geometry
 from .errors import ConfigError, DataError, OutputError
 from .hints import check_int
 from .outputs import check_writable, first_existing_parent, is_within, write_failed
 from .teachers import faithful
+from .validation import validation_samples
 
 __all__ = ["export", "export_onnx", "PredictWrapper", "validation_images", "FORMATS"]
 
@@ -103,9 +106,6 @@ def _check_request(run: Path, out: Path, batch_size: int, fmt: str, quantize: st
 
 def validation_images(spec: dict[str, Any], limit: int | None = None) -> torch.Tensor:
     """The run's validation good images (N, 3, H, W) in [0, 1]: the split recorded in run.json's ``data``."""
-    from .data import AnomalyDataset
-    from .data.resize import run_geometry
-    from .validation import validation_samples
     d = spec.get("data") or {}
     val = validation_samples(spec)
     if not val:
@@ -196,7 +196,6 @@ def export(run: str | Path, out: str | Path, batch_size: int = 1, fmt: str = "on
     spec = _check_request(run, out, batch_size, fmt, quantize, fp16, calibration_images)
     calib_x = validation_images(spec, calibration_images) if quantize else None
     model, spec = load_run(run, "cpu")
-    from .data.resize import run_geometry
     (h, w), _ = run_geometry(spec)
     size = spec["image_size"]
     gen = torch.Generator().manual_seed(0)

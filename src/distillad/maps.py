@@ -48,8 +48,8 @@ def normalized_l2_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def check_combine(value: str) -> str:
-    """``value`` if it is one of ``COMBINE_MODES``, else ConfigError naming it: the one check behind
-    ``combine_maps`` and the methods' ``combine`` keywords (which fail at construction, not at test)."""
+    """``value`` if it is one of ``COMBINE_MODES``, else ConfigError naming it: the check of ``combine_maps``
+    called directly (a method's ``combine`` keyword is its ``Combine`` hint, checked by the registry)."""
     if value not in COMBINE_MODES:
         raise ConfigError(f"combine must be one of {', '.join(map(repr, COMBINE_MODES))}, got {value!r}")
     return value

@@ -24,6 +24,7 @@ from .data import load_samples
 from .data.io import read_size
 from .data.layout import detect_layout, test_folders
 from .data.resize import SQUASH_WARN_ASPECT
+from .engine import _enter_phase
 from .errors import DistilladError
 from .phases import plan
 
@@ -145,7 +146,6 @@ def time_one_batch(net: torch.nn.Module, sets: Mapping[str, Dataset], batch_size
                    device: torch.device) -> dict[str, float]:
     """Seconds of one forward/backward of each phase on its first batch (the second of two runs, so the
     first call's setup is not counted). Leaves the model as it was: weights, buffers, gradients, modes."""
-    from .engine import _enter_phase  # the loop's own freezing, so the probe trains what a step trains
     net.to(device)
     trainable = {id(p): p.requires_grad for p in net.parameters()}
     buffers = {n: b.detach().clone() for n, b in net.named_buffers()}

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
+from .layers import fuse_for_inference
 
 __all__ = ["Precision", "PRECISIONS", "cpu_flags", "check_precision", "autocast", "prepare_for_inference",
            "predict_batch"]
@@ -85,7 +86,6 @@ def prepare_for_inference(model: nn.Module, device: torch.device, image_size: in
     (``layers.fuse_for_inference``: also TF-"same" convolutions without a padding copy, and weights in
     channels_last, which oneDNN's and cuDNN's convolutions run fastest; benchmarks/results/speed.md).
     ``model`` itself is left as it is, so training can go on with it."""
-    from .layers import fuse_for_inference
     if getattr(model, "inference_ready", False):  # already a prepared copy (or a wrapper of one: tiling)
         return model.to(device).eval()
     out = copy.deepcopy(model).to(device).eval()

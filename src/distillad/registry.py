@@ -22,7 +22,7 @@ import torch.nn as nn
 from .errors import ConfigError
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "model_class", "model_signature",
-           "model_type_hints", "bind_model_kwargs", "check_choices", "check_bounds", "keyword_bounds", "rebuild_model", "registered_name"]
+           "model_type_hints", "bind_model_kwargs", "check_choices", "check_bounds", "keyword_bounds", "hint_bounds", "rebuild_model", "registered_name"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _CLASSES: dict[str, type] = {}
@@ -117,7 +117,11 @@ _BOUNDS = {"gt": (operator.gt, ">"), "ge": (operator.ge, ">="), "lt": (operator.
 def keyword_bounds(cls: type) -> dict[str, list[tuple[str, float]]]:
     """{keyword: [(op, value), ...]} from ``Annotated[..., Gt(0)]``-style hints (``distillad.hints``);
     op is one of gt, ge, lt, le. Looks through ``X | None``."""
-    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    return hint_bounds(typing.get_type_hints(cls.__init__, include_extras=True))
+
+
+def hint_bounds(hints: dict[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    """``keyword_bounds`` of resolved hints (``typing.get_type_hints(..., include_extras=True)``)."""
     out: dict[str, list[tuple[str, float]]] = {}
     for k, hint in hints.items():
         cands = [hint, *typing.get_args(hint)] if typing.get_origin(hint) in (typing.Union, types.UnionType) \

@@ -24,8 +24,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .checkpoint import atomic_write_bytes
 from .errors import DataError
-from .visualize import overlay_strip_for_run, plot_scores
+from .visualize import overlay_strip_for_run, plot_scores, png_bytes
 
 __all__ = ["REPORT_FILE", "METRIC_ROWS", "worst_misses", "build_report", "write_test_report"]
 
@@ -136,6 +137,7 @@ def _gallery(title: str, ident: str, pictures: Sequence[tuple[str, bytes]], empt
 # ----------------------------------------------------------------------------- figures
 def _fig_png(fig: Any) -> bytes:
     import io
+
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -236,8 +238,6 @@ def write_test_report(path: str | Path, out: Mapping[str, Any], per_defect: Mapp
                       fpr_limit: float = 0.3, k: int = 6) -> None:
     """``api.test``'s report.html: ``out`` is metrics.json's content, ``ds``/``res`` the test set and
     ``engine.infer``'s result (maps in the inputs' frame, like the dataset items' images)."""
-    from .checkpoint import atomic_write_bytes
-    from .visualize import png_bytes
 
     calib = dict(out.get("calibration") or {})
     thr = calib.get("image_threshold")

@@ -4,7 +4,8 @@
 which weights file), so every field is type-checked on load and the whole file is covered by a
 SHA-256 of its canonical JSON (``integrity.sha256``): an edit that the weights' hash does not
 cover (a swapped method, a thresholds tweak, a removed weights hash) is refused, never used.
-Method keywords are checked against the method's own schema (``config.config_schema``).
+The ``train`` and ``data`` fields are generated from the run settings (``distillad.settings``); method
+keywords are checked against the method's own schema (``params.model_kwargs_schema``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,50 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .calibration import METHODS as CALIBRATION_METHODS
 from .errors import CheckpointError
+from .params import model_kwargs_schema
+from .settings import THRESHOLD_METHODS, settings_of
 
-__all__ = ["RUN_SCHEMA", "spec_digest", "seal", "validate_run_spec"]
+__all__ = ["run_spec_schema", "spec_digest", "seal", "validate_run_spec"]
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _NUM = {"type": "number"}
 _STR_OR_NULL = {"type": ["string", "null"]}
 _NUM_OR_NULL = {"type": ["number", "null"]}
-_METHODS = list(CALIBRATION_METHODS)
+_METHODS = list(THRESHOLD_METHODS)
 #: a file name inside the run folder: no separator, no "..", not hidden
 _OWN_FILE = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "not": {"pattern": r"\.\."}}
 
-RUN_SCHEMA: dict[str, Any] = {
+#: run.json keeps the settings as the run resolved them: the method's epochs, batch and image size
+_RESOLVED = {"epochs": {"type": "integer", "minimum": 1}}
+
+
+def _section(where: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``where`` ("train" or "data") object: the settings kept there (``Setting.run``), plus ``extra``."""
+    props, required = {}, []
+    for st in settings_of():
+        if st.run is None or not st.run.startswith(where + "."):
+            continue
+        key = st.run.split(".")[1]
+        schema = _RESOLVED.get(key, st.schema)
+        if st.required_in_run and isinstance(schema.get("type"), list):  # kept as resolved: never null
+            schema = {**schema, "type": [t for t in schema["type"] if t != "null"][0]}
+        props[key] = schema
+        required += [key] if st.required_in_run else []
+    return {"type": "object", "required": required, "properties": {**props, **extra}}
+
+
+def run_spec_schema() -> dict[str, Any]:
+    """The JSON Schema of run.json (its train and data fields from the current run settings)."""
+    return {**_RUN_SCHEMA, "properties": {**_RUN_SCHEMA["properties"], "train": _section("train", _TRAIN_EXTRA),
+                                          "data": _section("data", _DATA_EXTRA)}}
+
+
+_TRAIN_EXTRA = {"early_stopping": {"type": ["object", "null"]}}
+#: the model input (H, W) that data.resize gives
+_DATA_EXTRA = {"input_size": {"type": "array", "minItems": 2, "maxItems": 2,
+                              "items": {"type": "integer", "minimum": 32, "maximum": 4096}}}
+_RUN_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "required": ["format_version", "method", "model_kwargs", "teacher", "image_size", "train", "data", "finished",
@@ -47,26 +78,7 @@ RUN_SCHEMA: dict[str, Any] = {
                                    "std": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
                                            "minItems": 3, "maxItems": 3}}},
         "image_size": {"type": "integer", "minimum": 32, "maximum": 4096},
-        "train": {"type": "object", "required": ["epochs", "batch_size", "image_size", "seed", "k_sigma"],
-                  "properties": {"epochs": {"type": "integer", "minimum": 1},
-                                 "batch_size": {"type": "integer", "minimum": 1},
-                                 "image_size": {"type": "integer", "minimum": 32, "maximum": 4096},
-                                 "seed": {"type": "integer"}, "k_sigma": {"type": "number", "minimum": 0},
-                                 "threshold_method": {"enum": _METHODS},
-                                 "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                                 "threshold": _NUM_OR_NULL, "pixel_threshold": _NUM_OR_NULL,
-                                 "target_fpr": _NUM_OR_NULL,
-                                 "precision": {"enum": ["fp32", "bf16"]},
-                                 "early_stopping": {"type": ["object", "null"]}}},
-        "data": {"type": "object", "required": ["path"],
-                 "properties": {"path": {"type": "string"}, "category": _STR_OR_NULL, "layout": _STR_OR_NULL,
-                                "val_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                                "split_seed": {"type": "integer"}, "textures": _STR_OR_NULL,
-                                "foreground": _STR_OR_NULL,
-                                # data.resize.RESIZE_MODES; input_size: the model input (H, W) they give
-                                "resize": {"enum": ["squash", "pad", "long-side"]},
-                                "input_size": {"type": "array", "minItems": 2, "maxItems": 2,
-                                               "items": {"type": "integer", "minimum": 32, "maximum": 4096}}}},
+        "train": {}, "data": {},  # run_spec_schema: from the run settings
         "finished": {"type": "boolean"},
         "weights": {"type": "object", "required": ["file", "sha256"],
                     "properties": {"file": _OWN_FILE, "sha256": _HEX64}, "additionalProperties": False},
@@ -111,8 +123,7 @@ def validate_run_spec(spec: dict[str, Any], where: Path) -> None:
     """Schema, then integrity, then the method's own keyword schema; a ``CheckpointError`` names the field."""
     import jsonschema
 
-    from .config import _param_schema_for  # the method's keywords, as config files check them
-    errors = sorted(jsonschema.Draft202012Validator(RUN_SCHEMA).iter_errors(spec),
+    errors = sorted(jsonschema.Draft202012Validator(run_spec_schema()).iter_errors(spec),
                     key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     if errors:
         e = errors[0]
@@ -126,7 +137,7 @@ def validate_run_spec(spec: dict[str, Any], where: Path) -> None:
         raise CheckpointError(f"{where}: edited after it was written (its integrity hash differs); a run folder "
                               "cannot be trusted once changed: restore the original run.json or retrain")
     try:
-        kw_schema = {**_param_schema_for(spec["method"]), "additionalProperties": True}  # unknown: rebuild names it
+        kw_schema = {**model_kwargs_schema(spec["method"]), "additionalProperties": True}  # unknown: rebuild names it
     except Exception as err:  # noqa: BLE001 - an unknown method or a registry error, named below
         raise CheckpointError(f"{where}: method {spec['method']!r}: {err}") from None
     kerr = next(iter(jsonschema.Draft202012Validator(kw_schema).iter_errors(spec["model_kwargs"])), None)

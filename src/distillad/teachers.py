@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError, TeacherWeightsError
+from .layers import fuse_for_inference
 
 __all__ = [
     "TEACHERS",
@@ -346,7 +347,6 @@ class Teacher(nn.Module):
         on a CPU, in training too, since the teacher is frozen (benchmarks/results/speed.md). Built on first
         use and again when ``body`` moves or its tensors change in place; not a submodule, so the state dict
         stays the teacher file's and ``body`` stays the faithful network (dmdd copies it as its student)."""
-        from .layers import fuse_for_inference
 
         def key(ts: list[torch.Tensor]) -> tuple:
             return ts[0].device, ts[0].dtype, sum(t._version for t in ts)

@@ -41,15 +41,17 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from .progress import bar as progress_bar
 
 from . import api
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_run
-from .config import FLAG_PATHS, Param, config_from_args, model_params
+from .config import Param, config_from_args, flag_paths, model_params
 from .engine import resolve_device
-from .precision import prepare_for_inference
 from .errors import ConfigError
+from .precision import prepare_for_inference
+from .progress import bar as progress_bar
 from .registry import create_model
+from .settings import defaults as run_defaults
+from .settings import split_kwargs
 from .validation import SYNTHESIS_PRESETS, SYNTHESIS_SEED, score_images, synthesis_settings, validation_sets
 
 __all__ = ["tune", "grid_params", "candidates", "slug", "validation_sets", "score_run", "choose", "render",
@@ -66,7 +68,7 @@ def grid_params(model: str, keys: Sequence[str]) -> dict[str, Param]:
     """The ``Param`` (kind, hint) of each grid keyword; a ``ConfigError`` names one ``model`` lacks."""
     params = {p.name: p for p in model_params(model)}
     for k in keys:
-        if k in FLAG_PATHS and k not in params:
+        if k in flag_paths() and k not in params:
             raise ConfigError(f"tune grid: {k!r} is a train setting, not a keyword of model {model!r}; "
                               f"give it as --{k.replace('_', '-')} (the grid varies method keywords)")
         if k not in params:
@@ -221,10 +223,10 @@ def tune(model: str, data: str | Path, out: str | Path, grid: Mapping[str, Seque
     out, seeds = Path(out), [int(s) for s in seeds]
     if not seeds or "seed" in kwargs:
         raise ConfigError("tune: give the seeds as seeds=[...] (one or more), not seed=")
-    own = inspect.signature(api.train).parameters
-    if not kwargs.get("val_fraction", own["val_fraction"].default) > 0:
+    own, _ = split_kwargs({k: v for k, v in kwargs.items() if k in run_defaults()})  # the run settings, checked
+    if not own["val_fraction"] > 0:
         raise ConfigError("tune: val_fraction must be > 0: candidates are scored on the validation split")
-    fixed = {k: v for k, v in kwargs.items() if k not in own}
+    fixed = {k: v for k, v in kwargs.items() if k not in own and k not in inspect.signature(api.train).parameters}
     cands = candidates(model, grid, fixed)
     for cand in cands:  # a value the constructor rejects fails now, not after the earlier candidates trained
         create_model(model, **fixed, **cand)

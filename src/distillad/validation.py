@@ -11,23 +11,23 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import torch
 from torch.utils.data import Dataset
 
 from .data import AnomalyDataset, load_samples, train_val_split
 from .data.resize import run_geometry
+from .engine import infer
 from .errors import ConfigError, DataError
-from .synthesis import PAPER_PRESETS, SyntheticAnomalyDataset
+from .metrics import compute_metrics
+from .settings import DataSettings
+from .synthesis import SyntheticAnomalyDataset
+from .synthesis.presets import SYNTHESIS_PRESETS, SYNTHESIS_SEED
+
+_DATA = DataSettings()  # what a run.json from before a data setting existed used
 
 __all__ = ["SYNTHESIS_PRESETS", "SYNTHESIS_SEED", "synthesis_settings", "validation_samples", "synthetic_defects",
            "validation_sets", "score_images"]
 
-#: synthetic defects of the validation images: ``SyntheticAnomalyDataset`` keywords. draem: β weighs
-#: the normal image (form "dtsnet"), β ∈ [0.15, 0.5], so the texture's opacity is 50–85 %.
-SYNTHESIS_PRESETS: dict[str, dict[str, Any]] = {
-    "draem": {"mode": "plain", "form": "dtsnet", "foreground": "none", "beta_high": 0.5},
-    **PAPER_PRESETS,
-}
-SYNTHESIS_SEED = 20240601
 
 
 def synthesis_settings(synthesis: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def validation_samples(spec: Mapping[str, Any]) -> list[Any]:
     """The good training images that ``api.train`` held out for this run (possibly none)."""
     d = spec["data"]
     _, val = train_val_split(load_samples(d["path"], "train", d.get("category"), d.get("layout")),
-                             d.get("val_fraction", 0.1), d.get("split_seed", 0))
+                             d.get("val_fraction", _DATA.val_fraction), d.get("split_seed", _DATA.split_seed))
     return val
 
 
@@ -76,10 +76,6 @@ def validation_sets(spec: Mapping[str, Any], synthesis: str | Mapping[str, Any] 
 def score_images(model: Any, datasets: Sequence[Any], batch_size: int = 16, device: str = "cpu") -> dict[str, float]:
     """``metrics.compute_metrics`` of ``model`` over the concatenated ``datasets`` (items with image, label, mask),
     e.g. (good, defective) of ``validation_sets``: what ``tune``, ``--epochs auto`` and the budget curves score."""
-    import torch
-
-    from .engine import infer
-    from .metrics import compute_metrics
     res = [infer(model, ds, batch_size, device, progress=False) for ds in datasets]
     cat = lambda k: torch.cat([r[k] for r in res])  # noqa: E731
     return compute_metrics(cat("labels").numpy(), cat("scores").numpy(), cat("masks")[:, 0].numpy() > 0.5,

@@ -9,6 +9,9 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from .calibration import normalize_scores
+from .checkpoint import atomic_write_bytes
+
 __all__ = ["overlay", "save_png", "png_bytes", "overlay_strip", "plot_scores", "calibrated_colour_scale", "strip_indices",
            "overlay_strip_for_run"]
 
@@ -48,7 +51,6 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha
 
 def save_png(path: str | Path, image: np.ndarray) -> None:
     """Write a uint8 RGB (H,W,3) or grey (H,W) picture as PNG, atomically (``checkpoint.atomic_write_bytes``)."""
-    from .checkpoint import atomic_write_bytes
     try:
         data = png_bytes(image)
     except ValueError as e:
@@ -137,7 +139,6 @@ def overlay_strip_for_run(items: Sequence[Mapping[str, Any]], maps: Sequence[Any
     ground truth. Captions: defect type and the score normalised by the validation statistics
     (0.5 = image threshold), or the raw score when the calibration cannot normalise (fewer than two
     validation images)."""
-    from .calibration import normalize_scores
 
     vmin, vmax = calibrated_colour_scale(calibration)
     s = np.asarray([float(v) for v in scores], dtype=np.float64)
@@ -182,5 +183,4 @@ def plot_scores(path: str | Path, labels: np.ndarray, scores: np.ndarray, thresh
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from .checkpoint import atomic_write_bytes
     atomic_write_bytes(path, buf.getvalue())

@@ -62,8 +62,8 @@ def test_config_defaults_and_checks() -> None:
 
 
 def test_missing_data_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import distillad.data
-    monkeypatch.setattr(distillad.data, "find_data_root", lambda explicit=None: None)
+    import distillad.benchmark.categories
+    monkeypatch.setattr(distillad.benchmark.categories, "find_data_root", lambda explicit=None: None)
     with pytest.raises(DataError, match="--data"):
         run_benchmark(models=["rd"], seeds=1, epochs=1, out=tmp_path / "o", progress=False)
 

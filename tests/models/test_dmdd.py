@@ -254,6 +254,20 @@ def test_ablation_switches_and_bad_values(images):
             _model(**bad)
 
 
+
+def test_range_checks_are_declared_bounds():
+    """seg_prior's open (0, 1) and the PositiveInt keywords are hint bounds, so the registry checks them (for
+    the class built directly too) and the config schema states them; oddness of sa_kernel stays a check."""
+    from distillad.models.dmdd import DMDD
+    from distillad.registry import keyword_bounds
+    bounds = keyword_bounds(DMDD)
+    assert bounds["seg_prior"] == [("gt", 0), ("lt", 1)]
+    assert all(bounds[k] == [("ge", 1)] for k in ("top_k", "msn_epochs", "ca_reduction", "sa_kernel", "global_size"))
+    with pytest.raises(ConfigError, match="seg_prior must be < 1, got 1.0"):
+        DMDD(teacher_weights="random", seg_prior=1.0)
+    with pytest.raises(ConfigError, match="sa_kernel must be odd"):
+        DMDD(teacher_weights="random", sa_kernel=4)
+
 def test_msn_phase_changes_only_the_msn(tiny_data):
     """engine.fit, one epoch = student pass then MSN pass: the MSN pass leaves the student's weights and
     BatchNorm buffers bit-identical and trains the MSN, which the student pass left untouched."""

@@ -188,6 +188,15 @@ def test_bad_settings_fail_at_construction(kw):
         _model("efficientnet_lite0", **kw)
 
 
+
+def test_dfe_blocks_bound_is_declared():
+    """dfe_blocks >= 1 is a hint bound (PositiveInt | None): the registry's message names it."""
+    from distillad.models.dskd import DSKD
+    from distillad.registry import keyword_bounds
+    assert keyword_bounds(DSKD)["dfe_blocks"] == [("ge", 1)]
+    with pytest.raises(ConfigError, match="dfe_blocks must be >= 1, got 0"):
+        _model("efficientnet_lite0", dfe_blocks=0)
+
 def test_parameters_and_flops_match_table6():
     """Table 6: 39.3 M parameters, 6.17 G FLOPs (ResNet18, 256 px).
 
@@ -231,7 +240,7 @@ def test_keyword_hints_are_the_accepted_values():
 def test_train_stores_calibration_for_eq1(tiny_data, tmp_path):
     """api.train fits the eq.-1 normalisation on the validation good images and stores it."""
     from distillad import api
-    from distillad.calibration import normalize_scores
+    from distillad.thresholds import normalize_scores
     run = api.train("dskd", tiny_data, tmp_path / "run", epochs=1, batch_size=4, image_size=SIZE,
                     val_fraction=0.3, progress=False, device="cpu", teacher="efficientnet_lite0",
                     teacher_weights="random")

@@ -7,6 +7,9 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..data import detect_layout, find_data_root
+from ..data.cifar import cifar10_classes, find_cifar10, split_class_path
+from ..demo_data import make_demo_dataset
 from ..errors import ConfigError, DataError
 
 __all__ = ["discover_categories", "paper_key", "resolve_data", "category_table"]
@@ -28,7 +31,6 @@ def _subdirs(p: Path) -> list[Path]:
 
 def _cifar_specs(folder: Path, prefix: str) -> list[str] | None:
     """``prefix/<class>`` for every class when ``folder`` is CIFAR-10 data (one category per class), else None."""
-    from ..data.cifar import cifar10_classes, find_cifar10
     if find_cifar10(folder) is None:
         return None
     return [f"{prefix}/{c}" if prefix else c for c in cifar10_classes(folder)]
@@ -69,7 +71,6 @@ def paper_key(name: str, path: Path) -> str:
     """The key of ``paper_numbers.json`` for our category: MVTec AD categories are
     ``mvtec_ad/<category>`` wherever the dataset lives; Magnetic Tile is ``magnetic_tile``;
     a CIFAR-10 class is ``cifar10/<class>``."""
-    from ..data import detect_layout
     try:
         layout = detect_layout(path)
     except DataError:
@@ -87,7 +88,6 @@ def resolve_data(data: str | Path | None, quick: bool, out: Path, categories: Se
                  say: Callable[[str], Any]) -> tuple[Path, list[str] | None]:
     """(data root, category specs or None for all): ``data``, else the shared data folder, else
     (``quick`` only) generated demo data in ``out/data``."""
-    from ..data import find_data_root
     if data is not None:
         return find_data_root(data), categories  # type: ignore[return-value]
     root = find_data_root()
@@ -110,7 +110,6 @@ def _make_demo_once(dest: Path) -> None:
     import shutil
     import tempfile
 
-    from ..demo_data import make_demo_dataset
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -128,7 +127,6 @@ def category_table(root: Path, specs: Sequence[str] | None, image_size: int,
     """One entry per category spec (all found under ``root`` when None): name, absolute path, file-name
     slug, image size (``image_size_for`` overrides ``image_size``) and paper key. A CIFAR-10 class is
     ``<cifar folder>/<class>`` (``cifar10/airplane``); the folder alone (``cifar10``) means all its classes."""
-    from ..data.cifar import cifar10_classes, split_class_path
     specs = _expand_cifar(root, specs) if specs else discover_categories(root)
     if not specs:
         raise DataError(f"{root}: no dataset categories found (looked for {', '.join(_MARKERS)} "

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..registry import list_models, model_class
+from ..settings import parse_epochs
 from .measure import FULL_TIMING, QUICK_TIMING
 
 __all__ = ["BenchmarkConfig", "DEFAULT_TEACHER", "synthesizes"]
@@ -19,7 +21,6 @@ DEFAULT_TEACHER = "efficientnet_lite0"
 
 def synthesizes(model: str) -> bool:
     """Whether ``model`` trains on synthetic defects (its class declares the paper's synthesis)."""
-    from ..registry import model_class
     return bool(getattr(model_class(model), "synthesis", None))
 
 
@@ -67,7 +68,6 @@ class BenchmarkConfig:
     def resolved(self) -> BenchmarkConfig:
         """A copy with the defaults applied (models a list, seeds a list, epochs, image size, batch
         size and timing set); ConfigError for what no benchmark can run."""
-        from ..registry import list_models
 
         models = list(self.models)
         known = list_models()
@@ -84,7 +84,6 @@ class BenchmarkConfig:
         if self.epochs is None and not self.quick:
             raise ConfigError("pass --epochs N: every method is trained for the same number of epochs "
                               "(see the protocol in the README)")
-        from ..early_stopping import parse_epochs
         epochs = 1 if self.epochs is None else parse_epochs(self.epochs)  # a number, or "auto" (early stopping)
         seeds = (1 if self.quick else 3) if self.seeds is None else self.seeds
         seed_list = list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]

@@ -11,7 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..checkpoint import load_run
+from ..data import AnomalyDataset, load_samples
+from ..data.resize import run_geometry
 from ..errors import DataError
+from ..visualize import overlay_strip_for_run, save_png, strip_indices
 from .schema import MEASURES, RANKING_METRICS
 
 __all__ = ["plot_results"]
@@ -57,11 +61,7 @@ def _bar_chart(path: Path, results: dict[str, Any], key: str, title: str, percen
 @torch.no_grad()
 def _overlay_strip(run_dir: Path, samples: Sequence[Any], device: torch.device) -> np.ndarray:
     """A trained run's strip on ``samples`` (the model loaded by ``checkpoint.load_run``)."""
-    from ..checkpoint import load_run
-    from ..data import AnomalyDataset
-    from ..visualize import overlay_strip_for_run
 
-    from ..data.resize import run_geometry
 
     net, spec = load_run(run_dir, device)
     hw, mode = run_geometry(spec)
@@ -80,8 +80,6 @@ def _label_band(text: str, width: int) -> np.ndarray:
 
 def _category_overlays(results: dict[str, Any], out_dir: Path, cat: dict[str, Any], dev: torch.device) -> list[Path]:
     """One strip per model on the category's test images (each model's lowest seed), and the strips stacked."""
-    from ..data import load_samples
-    from ..visualize import save_png, strip_indices
 
     try:
         test = load_samples(cat["path"], "test")

@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import atomic_write_bytes
+from ..registry import list_models
+from .config import synthesizes
 from .measure import MEMORY_METHOD, TIMING_METHOD
 from .schema import MEASURES, METRICS
 
@@ -39,8 +42,6 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 def _textures(p: dict[str, Any]) -> str:
     """The synthesis textures of the methods that train on synthetic defects, when any was benchmarked."""
-    from ..registry import list_models
-    from .config import synthesizes
     if not any(m in list_models() and synthesizes(m) for m in p["models"]):
         return ""
     where = p.get("textures")
@@ -107,7 +108,6 @@ def render_markdown(results: dict[str, Any]) -> str:
 def write_markdown(results: dict[str, Any], path: str | Path) -> str:
     """Render results.json as ``results.md`` (returns the text): protocol and machine, a table per
     category, the overall table, and the papers' figures beside ours."""
-    from ..checkpoint import atomic_write_bytes
     text = render_markdown(results)
     atomic_write_bytes(path, text.encode())
     return text

@@ -22,7 +22,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .. import __version__, api
+from ..checkpoint import atomic_write_json, load_run, read_json, read_run_spec, versions
+from ..engine import resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..outputs import ensure_folder
+from ..progress import bar as progress_bar
 from .categories import category_table, resolve_data
 from .config import BenchmarkConfig
 from .measure import MEMORY_METHOD, TIMING_METHOD, machine_info, measure_peak_memory, measure_throughput, same_machine
@@ -62,7 +67,6 @@ def _request(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed: int) -
 
 def _reusable(run_dir: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     """The run's bench.json when it records this request and the weights now in the folder."""
-    from ..checkpoint import read_json, read_run_spec
     if not ((run_dir / "bench.json").is_file() and (run_dir / "model.safetensors").is_file()):
         return None
     try:
@@ -77,8 +81,6 @@ def _train_and_test(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed:
                     dev: torch.device) -> tuple[dict[str, Any], float | None]:
     """Train (or resume) with ``api.train``, evaluate with ``api.test`` unless metrics.json is newer
     than the weights; returns (metrics, training peak CUDA MB when training ran here)."""
-    from .. import api
-    from ..checkpoint import read_json, read_run_spec
 
     trained = not (read_run_spec(run_dir).get("finished") if (run_dir / "run.json").is_file() else False)
     if dev.type == "cuda":
@@ -105,7 +107,6 @@ def _run_one(cfg: BenchmarkConfig, model: str, cat: dict[str, Any], seed: int, d
     """Train (or resume), test and measure one run; returns (bench record, whether anything was computed).
     A run whose bench.json matches the request is reused; measured on another machine, only its costs
     are measured again."""
-    from ..checkpoint import atomic_write_json, load_run
 
     rel = Path("runs") / cat["slug"] / model / f"seed{seed}"
     run_dir = Path(cfg.out) / rel
@@ -164,8 +165,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 def _results(cfg: BenchmarkConfig, cats: list[dict[str, Any]], runs: list[dict[str, Any]], root: Path,
              dev: torch.device, machine: dict[str, Any]) -> dict[str, Any]:
     """The results.json content, checked against ``RESULTS_SCHEMA``."""
-    from .. import __version__
-    from ..checkpoint import versions
 
     models, seeds = list(cfg.models), list(cfg.seeds)  # type: ignore[arg-type]
     teachers = sorted({(r["teacher"]["name"], r["teacher"]["weights_sha256"]) for r in runs})
@@ -218,7 +217,6 @@ def _finished(cfg: BenchmarkConfig, plan: list[Any], say: Any) -> list[dict[str,
 
 def _write_shard(cfg: BenchmarkConfig, runs: list[dict[str, Any]], machine: dict[str, Any]) -> dict[str, Any]:
     """A shard's own summary file, written last: its presence means the whole shard finished."""
-    from ..checkpoint import atomic_write_json
     i, n = cfg.shard  # type: ignore[misc]
     path = Path(cfg.out) / "shards" / f"shard-{i}-of-{n}.json"
     atomic_write_json(path, {"shard": [i, n], "runs": [r["run_dir"] for r in runs], "machine": machine,
@@ -229,7 +227,6 @@ def _write_shard(cfg: BenchmarkConfig, runs: list[dict[str, Any]], machine: dict
 def _run(cfg: BenchmarkConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from ..engine import resolve_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,7 +253,6 @@ def _shard_lock(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
         return
     from filelock import FileLock, Timeout
 
-    from ..outputs import ensure_folder
     i, n = shard
     ensure_folder(out / "shards")  # a read-only or full disk: one clear error
     lock = FileLock(str(out / "shards" / f"shard-{i}-of-{n}.lock"), timeout=0)
@@ -274,7 +270,6 @@ def _shard_lock(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
 def _run_plan(cfg: BenchmarkConfig, cats: list[dict[str, Any]], plan: list[Any], root: Path, dev: torch.device,
               machine: dict[str, Any], disable: bool) -> dict[str, Any]:
     """Run ``plan`` (this worker's part of the grid) with a progress bar and ETA; report or write the shard file."""
-    from ..progress import bar as progress_bar
     bar = progress_bar(total=len(plan), desc="benchmark", unit="run", dynamic_ncols=True, disable=disable, position=0,
                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
     runs, spent, computed = [], 0.0, 0
@@ -298,7 +293,6 @@ def _run_plan(cfg: BenchmarkConfig, cats: list[dict[str, Any]], plan: list[Any],
 def _report(cfg: BenchmarkConfig, cats: list[dict[str, Any]], runs: list[dict[str, Any]], root: Path,
             dev: torch.device, machine: dict[str, Any]) -> dict[str, Any]:
     """Write results.json, results.md and the plots of ``runs``; return the results.json content."""
-    from ..checkpoint import atomic_write_json
     out = Path(cfg.out)
     results = _results(cfg, cats, runs, root, dev, machine)
     atomic_write_json(out / "results.json", results)

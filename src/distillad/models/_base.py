@@ -18,8 +18,10 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..maps import Combine, combine_maps, gaussian_blur, max_score, smooth_combined
+from ..outputs import cache_root
 from ..phases import Phase
 from ..registry import bind_model_kwargs, check_bounds, check_choices, registered_name
+from ..synthesis import SyntheticAnomalyDataset
 from ..teachers import Teacher
 
 __all__ = ["DistillationModel"]
@@ -104,8 +106,6 @@ class DistillationModel(nn.Module):
         ``textures`` (a folder, a ``TextureSource`` or None) and ``foreground`` (None: the paper's) are
         the run's data settings. Foreground masks are cached in ``cache_root()/foregrounds``, keyed by
         the image file's SHA-256, the method and the size, so the next run on the same images skips GrabCut."""
-        from ..outputs import cache_root
-        from ..synthesis import SyntheticAnomalyDataset
         kw = dict(self.synthesis)
         fg = foreground if foreground is not None else kw.pop("foreground", "none")
         kw.pop("foreground", None)

@@ -164,8 +164,8 @@ class MapPyramid(nn.Module):
 
     Each conv starts as the plain sum m_i + resize(m'_neighbour) (centre taps 1, the rest 0). With
     PyTorch's random init here and in the compression, the MSN on the maps of a 3-epoch bottle student
-    (128 px) ranked test pixels inversely after 12–36 steps (P-AUROC 0.06–0.13, where the plain sum of
-    the maps gives 0.95) and a 3-epoch run ended at 0.05; with these inits it starts at 0.94."""
+    (128 px) ranked test pixels inversely within a few dozen steps, far below the plain sum of the maps;
+    with these inits it starts level with the sum (measured: benchmarks/results/issue29_mechanisms.md)."""
 
     def __init__(self, n_levels: int, top_down: bool) -> None:
         super().__init__()
@@ -240,7 +240,7 @@ class MultiPerceptionSegNet(nn.Module):
     on a rare class, RetinaNet's "prior probability" init). With bias 0 nearly every pixel starts as a
     false positive: BCE's first steps then drive the bias down and, since the maps are ≥ 0, the
     compression weights with it, until they turn negative and M inverts (Magnetic Tile: the head ranked
-    its own synthetic defects backwards, P-AUROC 15–21 where the plain sum gives 85; issue 29).
+    its own synthetic defects backwards; issue 29, measured: benchmarks/results/issue29_mechanisms.md).
     None: bias 0 (the earlier init).
     """
 

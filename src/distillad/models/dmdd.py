@@ -64,24 +64,23 @@ Our choices where the paper is silent, and differences:
   convs start as plain sums and the compression as the mean: the untrained MSN ranks like the summed
   maps (PyTorch's random init inverted the ranking on bottle, see ``_dmdd_blocks.MapPyramid``).
 - The compression's bias starts at the anomaly prior's logit, log(p/(1−p)) with p = ``seg_prior`` = 0.026
-  (about −3.6; about the anomalous fraction of I_a^n: 2.5 % on transistor at 128 px, and the MSN's
-  batches, I^n with I_a^n, hold half that), so the untrained M is near p instead of 0.5. With bias 0
-  (``seg_prior=None``, the earlier init) BCE on the ~98 % good pixels pulls the bias and, the maps being
-  ≥ 0, the compression weights down together (Adam moves each by ~lr a step); a weight turns negative
-  long before the bias reaches the prior (one did after 86–120 steps in the mechanism check) and, at a
-  longer budget, M inverts: on Magnetic Tile the head ranked its own synthetic training defects backwards
-  (P-AUROC 15–21 where the plain sum of the maps gives 85). tests/models/test_dmdd.py checks the order
-  on the training defects. The prior stops the inversion; it does not lift the head above the plain
-  sum (one seed, 2 epochs: benchmarks/results/issue29_mechanisms.md).
+  (about −3.6; about the anomalous-pixel fraction of I_a^n, of which the MSN's batches, I^n with I_a^n,
+  hold half), so the untrained M is near p instead of 0.5. With bias 0 (``seg_prior=None``, the earlier
+  init) BCE on the mostly good pixels pulls the bias and, the maps being ≥ 0, the compression weights
+  down together (Adam moves each by ~lr a step); a weight turns negative long before the bias reaches
+  the prior and, at a longer budget, M inverts: on Magnetic Tile the head ranked its own synthetic
+  training defects backwards, far below the plain sum of the maps. tests/models/test_dmdd.py checks the
+  order on the training defects. The prior stops the inversion; it does not lift the head above the
+  plain sum (measured, one seed, 2 epochs: benchmarks/results/issue29_mechanisms.md).
 - The MSN trains on I^n (gt all zero) and I_a^n: on anomalous images alone max M^gt ≡ 1 and the score
   term of eq. 5 would only teach S → 1.
 - I^n and I_a^n pass through T and S as one batch of 2B; S's BatchNorm is in training mode in the
   student phase (batch statistics of both; the paper does not say), in eval mode in the MSN phase. With
-  ImageNet weights the batch statistics alone move S off T at the first step (efficientnet_lite0, bottle,
-  128 px, 8 pairs: L_NGM + L_AIM 0.10 in eval mode, 2.00 in training mode); ``freeze_student_bn=True``
-  keeps S's BatchNorm on the ImageNet statistics (affine weights still train). After 3 epochs on bottle
-  the summed maps reached the same P-AUROC either way (0.953 / 0.952). The paper gives one learning
-  rate (0.005) for the student; ``backbone_lr`` (default None: that lr) gives S's copied ImageNet stages
+  ImageNet weights the batch statistics alone move S off T at the first step (the student loss is many
+  times larger in training mode than in eval mode); ``freeze_student_bn=True`` keeps S's BatchNorm on
+  the ImageNet statistics (affine weights still train). After 3 epochs on bottle the summed maps reached
+  the same P-AUROC either way (measured: benchmarks/results/issue29_mechanisms.md). The paper gives one
+  learning rate (0.005) for the student; ``backbone_lr`` (default None: that lr) gives S's copied ImageNet stages
   their own, so that whether the high lr discards the ImageNet start (issue 29, open) can be tested.
 - Not given by the paper: Adam betas (torch's default (0.9, 0.999)), batch size (16, as RD), the MSN's
   lr (``msn_lr``, the paper's 0.005) and passes per epoch (``msn_epochs`` = 1), epochs (100–400 per
@@ -93,13 +92,14 @@ Our choices where the paper is silent, and differences:
 from __future__ import annotations
 
 import copy
-from typing import Literal, Sequence
+from typing import Annotated, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Interval
 
 from ..errors import ConfigError
-from ..hints import Betas, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
+from ..hints import Betas, NonNegativeFloat, PositiveFloat, PositiveInt
 from ..maps import combine_maps, cosine_distance, gaussian_blur
 from ..phases import Phase
 from ..registry import register_model
@@ -115,6 +115,8 @@ Losses = Literal["both", "ngm", "aim"]
 BRANCHES: dict[str, tuple[str, ...]] = {"both": ("normality", "abnormality"), "ngm": ("normality",),
                                         "aim": ("abnormality",)}
 SplitInit = Literal["identity", "random"]
+#: the anomaly prior p of the MSN's bias init, log(p / (1 − p)): finite only inside (0, 1)
+Prior = Annotated[float, Interval(gt=0, lt=1)]
 
 Feats = Sequence[torch.Tensor]
 
@@ -170,20 +172,14 @@ class DMDD(DistillationModel):
                  split_init: SplitInit = "identity", freeze_student_bn: bool = False, msn: bool = True,
                  pyramid_upsampling: bool = True, multi_perception: bool = True, msn_epochs: PositiveInt = 1,
                  msn_lr: PositiveFloat = 0.005, top_k: PositiveInt = 100, ca_reduction: PositiveInt = 2,
-                 sa_kernel: PositiveInt = 7, global_size: PositiveInt = 256, seg_prior: Fraction | None = 0.026,
+                 sa_kernel: PositiveInt = 7, global_size: PositiveInt = 256, seg_prior: Prior | None = 0.026,
                  backbone_lr: PositiveFloat | None = None) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)
         if not out_indices:
             raise ConfigError("dmdd needs at least one teacher stage, got out_indices=()")
-        for name, value in (("top_k", top_k), ("msn_epochs", msn_epochs), ("ca_reduction", ca_reduction),
-                            ("global_size", global_size)):
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        if sa_kernel < 1 or sa_kernel % 2 == 0:
-            raise ConfigError(f"sa_kernel must be a positive odd number, got {sa_kernel}")
-        if seg_prior is not None and not 0 < seg_prior < 1:
-            raise ConfigError(f"seg_prior must be in (0, 1) or None, got {seg_prior}")
+        if sa_kernel % 2 == 0:  # >= 1 is the hint's bound
+            raise ConfigError(f"sa_kernel must be odd (a centred k×k window), got {sa_kernel}")
         self.backbone_lr = backbone_lr
         self.branches = BRANCHES[losses]
         self.use_msn, self.msn_epochs, self.msn_lr, self.top_k = msn, msn_epochs, msn_lr, top_k

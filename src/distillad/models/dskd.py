@@ -68,7 +68,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..hints import Betas, NonNegativeFloat, PositiveFloat
+from ..hints import Betas, NonNegativeFloat, PositiveFloat, PositiveInt
 from ..layers import match_sizes, reverse_layout
 from ..maps import Combine, as_fp32, fp32
 from ..registry import register_model
@@ -112,13 +112,11 @@ class DSKD(DistillationModel):
                  teacher_sha256: str | None = None, out_indices: tuple[int, ...] = (1, 2, 3),
                  lr: PositiveFloat = 0.001, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
                  lam: NonNegativeFloat = 0.1, structure: Structure = "DS", dfe: bool = True, maps: MapStages = "all",
-                 dfe_blocks: int | None = None, independent: bool = True, decoder_relu: bool = True) -> None:
+                 dfe_blocks: PositiveInt | None = None, independent: bool = True, decoder_relu: bool = True) -> None:
         super().__init__(lr, betas, sigma)
         out_indices = tuple(out_indices)
         if len(out_indices) != 3:
             raise ConfigError(f"dskd needs exactly 3 teacher stages, got out_indices={out_indices}")
-        if dfe_blocks is not None and dfe_blocks < 1:
-            raise ConfigError(f"dfe_blocks must be >= 1, got {dfe_blocks}")
         self.lam, self.structure, self.maps, self.independent = lam, structure, maps, independent
         self.teacher = Teacher(teacher, out_indices, teacher_weights, teacher_sha256)
         chans = self.teacher.channels

@@ -32,7 +32,6 @@ from typing import Literal, Sequence
 
 import torch
 
-from ..errors import ConfigError
 from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..losses import flat_cosine_loss, variance_loss
 from ..maps import Combine
@@ -59,8 +58,6 @@ class RDVariance(ReverseDistillation):
                  lr: PositiveFloat = 0.005, betas: Betas = (0.5, 0.999), sigma: NonNegativeFloat = 4.0,
                  combine: Combine = "sum", decoder_relu: bool = True, variance_weight: NonNegativeFloat = 1.0,
                  variance_block: VarianceBlock = "D1", variance_distance: VarianceDistance = "cosine") -> None:
-        if not variance_weight >= 0:
-            raise ConfigError(f"variance_weight must be >= 0, got {variance_weight!r}")
         super().__init__(teacher, teacher_weights, teacher_sha256, out_indices, lr, betas, sigma, combine,
                          decoder_relu)
         self.variance_weight = float(variance_weight)

@@ -20,7 +20,7 @@ from annotated_types import Interval
 
 from ..hints import Betas, NonNegativeFloat, PositiveFloat
 from ..losses import normalized_mse_loss
-from ..maps import Combine, check_combine, normalized_l2_distance
+from ..maps import Combine, normalized_l2_distance
 from ..registry import register_model
 from ..teachers import Teacher, build_backbone
 from ._base import DistillationModel
@@ -41,7 +41,7 @@ class STFPM(DistillationModel):
                  combine: Combine = "product") -> None:
         super().__init__(lr, betas, sigma)
         self.optimizer, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
-        self.combine = check_combine(combine)
+        self.combine = combine
         out_indices = tuple(out_indices)
         self.teacher = Teacher(teacher, out_indices, teacher_weights, teacher_sha256)
         self.student = build_backbone(teacher, out_indices)

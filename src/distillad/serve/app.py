@@ -27,7 +27,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import __version__
+from ..calibration import normalize_scores
+from ..checkpoint import versions
+from ..data import decode_image, image_to_tensor
+from ..data.resize import content_size, crop_map, fit_image, run_geometry
 from ..errors import DataError
+from ..visualize import calibrated_colour_scale, overlay, png_bytes
 from . import ServeConfig
 from .backends import Backend, finished_spec, load_backend
 from .batching import MicroBatcher, QueueFull, Ticket
@@ -88,7 +94,6 @@ class _Service:
                  on_load_error: Callable[[str], None] | None) -> None:
         self.cfg, self.factory, self.on_load_error = cfg, factory, on_load_error
         self.spec = finished_spec(cfg.run)
-        from ..data.resize import run_geometry
         self.size, self.resize = run_geometry(self.spec)  # (H, W) and the run's resize mode
         self.calib: dict[str, Any] = self.spec.get("calibration") or {}
         self.run_id = ((self.spec.get("weights") or {}).get("sha256") or "")[:16]
@@ -133,17 +138,12 @@ class _Service:
     # -- one image ------------------------------------------------------------------
     def prepare(self, data: bytes, name: str) -> tuple[np.ndarray, torch.Tensor]:
         """Bytes → (uint8 RGB as decoded, model input): ``data.decode_image`` + the dataset's resize."""
-        from ..data import decode_image, image_to_tensor
-        from ..data.resize import fit_image
         image = decode_image(data, name, self.cfg.max_pixels)
         return image, image_to_tensor(fit_image(image, self.size, self.resize)[0])
 
     def answer(self, name: str, image: np.ndarray, amap: np.ndarray, score: float, mask: Picture,
                heatmap: Picture) -> tuple[dict[str, Any], dict[str, bytes]]:
         """JSON fields of one prediction, and the PNGs asked for (mask, heatmap)."""
-        from ..calibration import normalize_scores
-        from ..visualize import calibrated_colour_scale, overlay, png_bytes
-        from ..data.resize import content_size, crop_map
         amap = crop_map(amap, content_size(image.shape[:2], self.size, self.resize))  # the image's region (pad)
         thr = self.calib.get("image_threshold")
         norm = None if thr is None else float(normalize_scores(torch.tensor([score], dtype=torch.float64), self.calib)[0])
@@ -165,7 +165,6 @@ class _Service:
         return out, pngs
 
     def info(self) -> dict[str, Any]:
-        from ..checkpoint import versions
         t = self.spec["teacher"]
         cfg = self.cfg
         return {"model": self.spec["method"], "run_id": self.run_id, "run_name": Path(cfg.run).resolve().name,
@@ -245,7 +244,6 @@ def create_app(cfg: ServeConfig, backend_factory: Callable[[], Backend] | None =
         loader.cancel()
         await svc.close()
 
-    from .. import __version__
     app = _app_class()(title="distillad serve", version=__version__, lifespan=lifespan,
                   description=f"Anomaly scores, decisions and defect maps of the run {Path(cfg.run).name} "
                               f"({svc.spec['method']}).")

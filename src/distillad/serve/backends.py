@@ -11,7 +11,10 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_run, read_run_spec
+from ..data.resize import run_geometry
+from ..engine import resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..precision import check_precision, predict_batch, prepare_for_inference
 
 __all__ = ["Backend", "TorchBackend", "OnnxBackend", "OpenVinoBackend", "load_backend", "check_backend",
            "finished_spec", "BACKENDS"]
@@ -43,8 +46,6 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, run: str | Path, device: str = "auto", precision: str = "fp32") -> None:
-        from ..engine import resolve_device
-        from ..precision import check_precision, prepare_for_inference
         dev = resolve_device(device)
         self.precision = check_precision(precision, dev)
         model, self.spec = load_run(run, dev)
@@ -53,7 +54,6 @@ class TorchBackend:
         self.device = str(dev) if precision == "fp32" else f"{dev} ({precision})"
 
     def predict(self, images: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        from ..precision import predict_batch
         maps, scores = predict_batch(self.model, torch.stack(list(images)).to(self.dev), self.precision)
         return maps.cpu().numpy(), scores.cpu().numpy()
 
@@ -79,7 +79,6 @@ class OnnxBackend:
             raise CheckpointError(f"{path}: inputs/outputs {names}, expected (['images'], ['anomaly_maps', 'scores']) "
                                   "as `distillad export` writes them")
         shape = self.session.get_inputs()[0].shape
-        from ..data.resize import run_geometry
         size = list(run_geometry(self.spec)[0])
         hw = [size, size] if isinstance(size, int) else list(size)
         if list(shape[2:]) != hw:
@@ -110,7 +109,6 @@ class OpenVinoBackend:
         if len(self.compiled.inputs) != 1 or len(self.compiled.outputs) != 2:
             raise CheckpointError(f"{path}: expected one input and two outputs (maps, scores) as `distillad export` "
                                   "writes them")
-        from ..data.resize import run_geometry
         size = list(run_geometry(self.spec)[0])
         shape = self.compiled.inputs[0].get_partial_shape()
         hw = [size, size] if isinstance(size, int) else list(size)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from ..progress import bar as progress_bar
 from .blend import BLEND_FORMS, synthesize
 from .foreground import FOREGROUND_METHODS, ForegroundCache
 from .masks import MASK_MODES
@@ -78,7 +79,6 @@ class SyntheticAnomalyDataset(Dataset):
 
     def precompute_foregrounds(self, progress: bool | None = False) -> None:
         """Fill the foreground cache for every item; ``progress=None`` shows a bar on a terminal."""
-        from ..progress import bar as progress_bar
         for i in progress_bar(range(len(self)), desc=f"{self.foregrounds.method} foregrounds", unit="img",
                       disable=None if progress is None else not progress):
             self.foreground_of(i)

@@ -14,10 +14,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PAPER_PRESETS"]
+__all__ = ["PAPER_PRESETS", "SYNTHESIS_PRESETS", "SYNTHESIS_SEED"]
 
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
     "dtsnet": {"mode": "fas", "form": "dtsnet", "foreground": "grabcut"},
     "dmdd": {"mode": "single", "form": "dskd", "foreground": "grabcut", "beta_low": 0.1, "beta_high": 1.0},
     "dskd": {"mode": "plain", "form": "dskd", "foreground": "none"},
 }
+
+#: synthetic defects of the validation images (tune, ``--epochs auto``, calibration method synthetic):
+#: ``SyntheticAnomalyDataset`` keywords. draem: β weighs the normal image (form "dtsnet"), β ∈ [0.15, 0.5],
+#: so the texture's opacity is 50–85 %.
+SYNTHESIS_PRESETS: dict[str, dict[str, Any]] = {
+    "draem": {"mode": "plain", "form": "dtsnet", "foreground": "none", "beta_high": 0.5},
+    **PAPER_PRESETS,
+}
+#: their fixed seed: every candidate and every calibration method sees the same defects
+SYNTHESIS_SEED = 20240601

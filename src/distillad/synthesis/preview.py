@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..data import AnomalyDataset, load_image, load_samples
 from ..errors import ConfigError, DataError, DistilladError
 from .dataset import SyntheticAnomalyDataset
 from .presets import PAPER_PRESETS
@@ -23,14 +24,6 @@ ROWS = ("normal", "synthetic", "mask", "foreground")
 
 
 def _load_rgb(path: Path) -> np.ndarray:
-    try:
-        from ..data import load_image  # the library's loader when present
-    except ImportError:
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise DataError(f"{path}: cannot read image ({e})") from None
     return load_image(path)
 
 
@@ -125,7 +118,6 @@ def synth_preview_from_data(data: str | Path, out_png: str | Path, *, category: 
                             **synth_kwargs: Any) -> Path:
     """Preview over ``n`` evenly spaced training images of a dataset that ``distillad.data``
     reads (any layout it detects); only those images are decoded and segmented."""
-    from ..data import AnomalyDataset, load_samples
 
     samples = load_samples(data, "train", category, layout)
     if not samples:
