@@ -285,7 +285,7 @@ def test_train_val_split() -> None:
     assert len(train_val_split(samples[:3], 0.01)[1]) == 1
     assert train_val_split(samples, 0.0) == (samples, [])
     with pytest.raises(DataError, match="good training images only"):
-        train_val_split(samples + [Sample(Path("/x/bad.png"), 1, None, "crack")])
+        train_val_split(samples + [Sample(Path("/x/bad.png"), 1, None, "crack")], 0.1)
 
 
 def test_dataset_items_and_collate(tmp_path: Path) -> None:

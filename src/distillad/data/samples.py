@@ -208,7 +208,7 @@ def magnetic_tile_samples(root: str | Path, split: str) -> list[Sample]:
     return _sorted(s if s.label == 0 else replace(s, defect=s.image.parent.parent.name[3:]) for s in samples)
 
 
-def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+def train_val_split(samples: Sequence[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """Deterministic random split of good training images into (train, val).
 
     Val (for score normalisation and thresholds) gets round(n * val_fraction) images, at least
