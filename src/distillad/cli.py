@@ -243,17 +243,16 @@ def _train_config(args: argparse.Namespace) -> dict[str, Any]:
                     parser.error(f"argument --{p.name.replace('_', '-')}: {e}")
             model_kwargs[p.name] = v
     base: dict[str, Any] = {}
+    template = getattr(args, "print_config", False)  # a template needs only the method: paths left null
     if args.config:
         base = load_config(args.config, given.get("model"))
     else:
-        template = getattr(args, "print_config", False)  # a template needs only the method: paths left null
         missing = [f"--{k}" for k in ("model", "data", "out") if k not in given and not (template and k != "model")]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)} (or give --config FILE)")
     model = given.pop("model", None) or base.get("model")
     source = f"{args.config} + command line" if args.config else "command line"
-    return config_from_args(model, given, model_kwargs, base, source=source,
-                            template=getattr(args, "print_config", False))
+    return config_from_args(model, given, model_kwargs, base, source=source, template=template)
 
 
 _RUN_VERBS = ("train", "tune")  # verbs that take a method's own flags

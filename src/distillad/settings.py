@@ -35,7 +35,7 @@ from .synthesis.foreground import FOREGROUND_METHODS
 from .synthesis.presets import SYNTHESIS_PRESETS
 
 __all__ = ["DataSettings", "TrainSettings", "CalibrationSettings", "Setting", "SECTIONS", "AUTO",
-           "THRESHOLD_METHODS", "TRAIN_PRECISIONS", "LOGGERS", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "parse_epochs",
+           "THRESHOLD_METHODS", "DEFAULT_TARGET_FPR", "TRAIN_PRECISIONS", "LOGGERS", "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "parse_epochs",
            "setting", "table", "defaults", "section_schema", "check", "split_kwargs", "sections", "api_parameters",
            "run_record", "added_train_defaults", "settings_of"]
 
@@ -255,17 +255,21 @@ def section_schema(section: str) -> dict[str, dict[str, Any]]:
 _BOUND_WORDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 
 
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string"}
+
+
 def _message(s: Setting, value: Any, err: Any) -> str:
+    """A schema error as "<name> must be ..., got X (--flag)"."""
     if err.validator == "enum":
         must = "one of " + ", ".join(repr(c) for c in err.validator_value if c is not None) + \
                (" or None" if None in err.validator_value else "")
     elif err.validator in _BOUND_WORDS:
         must = f"{_BOUND_WORDS[err.validator]} {err.validator_value}"
+    elif err.validator == "type":
+        kinds = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        must = _TYPE_WORDS.get(kinds[0], "of type " + " or ".join(kinds))
     else:
-        must = {"integer": "an integer", "number": "a number", "string": "a string"}.get(
-            str(err.validator_value[0] if isinstance(err.validator_value, list) else err.validator_value), "valid")
-        if err.validator != "type":
-            return f"{s.name} ({s.flag}): {err.message}"
+        return f"{s.name} ({s.flag}): {err.message}"
     return f"{s.name} must be {must}, got {value!r} ({s.flag})"
 
 
@@ -282,9 +286,6 @@ def check(values: dict[str, Any], section: str | None = None) -> None:
             v = s.parse(v)
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{s.name} must be a finite number, got {v!r} ({s.flag})")
-        if isinstance(v, bool) and s.param.kind in ("int", "float"):
-            raise ConfigError(f"{s.name} must be {'an integer' if s.param.kind == 'int' else 'a number'}, got {v!r} "
-                              f"({s.flag})")
         err = next(iter(jsonschema.Draft202012Validator(s.schema).iter_errors(
             str(v) if isinstance(v, Path) else v)), None)
         if err is not None:

@@ -50,7 +50,6 @@ from .errors import ConfigError
 from .precision import prepare_for_inference
 from .progress import bar as progress_bar
 from .registry import create_model
-from .settings import defaults as run_defaults
 from .settings import split_kwargs
 from .validation import SYNTHESIS_PRESETS, SYNTHESIS_SEED, score_images, synthesis_settings, validation_sets
 
@@ -223,10 +222,10 @@ def tune(model: str, data: str | Path, out: str | Path, grid: Mapping[str, Seque
     out, seeds = Path(out), [int(s) for s in seeds]
     if not seeds or "seed" in kwargs:
         raise ConfigError("tune: give the seeds as seeds=[...] (one or more), not seed=")
-    own, _ = split_kwargs({k: v for k, v in kwargs.items() if k in run_defaults()})  # the run settings, checked
+    own, rest = split_kwargs(kwargs)  # the run settings, checked, and the method's keywords
     if not own["val_fraction"] > 0:
         raise ConfigError("tune: val_fraction must be > 0: candidates are scored on the validation split")
-    fixed = {k: v for k, v in kwargs.items() if k not in own and k not in inspect.signature(api.train).parameters}
+    fixed = {k: v for k, v in rest.items() if k not in inspect.signature(api.train).parameters}
     cands = candidates(model, grid, fixed)
     for cand in cands:  # a value the constructor rejects fails now, not after the earlier candidates trained
         create_model(model, **fixed, **cand)

@@ -23,10 +23,10 @@ from .settings import DataSettings
 from .synthesis import SyntheticAnomalyDataset
 from .synthesis.presets import SYNTHESIS_PRESETS, SYNTHESIS_SEED
 
-_DATA = DataSettings()  # what a run.json from before a data setting existed used
-
 __all__ = ["SYNTHESIS_PRESETS", "SYNTHESIS_SEED", "synthesis_settings", "validation_samples", "synthetic_defects",
            "validation_sets", "score_images"]
+
+_DATA = DataSettings()  # what a run.json from before a data setting existed used
 
 
 
